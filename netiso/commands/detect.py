@@ -1,0 +1,14 @@
+"""`netiso detect`."""
+
+from __future__ import annotations
+
+import typer
+
+from netiso.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("detect")
+    def detect() -> None:
+        """Not implemented yet (exits 2)."""
+        raise NotImplementedYet("detect")

@@ -1,0 +1,14 @@
+"""`netiso enable`."""
+
+from __future__ import annotations
+
+import typer
+
+from netiso.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("enable")
+    def enable() -> None:
+        """Not implemented yet (exits 2)."""
+        raise NotImplementedYet("enable")

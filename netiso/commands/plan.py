@@ -1,0 +1,14 @@
+"""`netiso plan`."""
+
+from __future__ import annotations
+
+import typer
+
+from netiso.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan() -> None:
+        """Not implemented yet (exits 2)."""
+        raise NotImplementedYet("plan")

@@ -1,0 +1,14 @@
+"""`netiso simulate`."""
+
+from __future__ import annotations
+
+import typer
+
+from netiso.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("simulate")
+    def simulate() -> None:
+        """Not implemented yet (exits 2)."""
+        raise NotImplementedYet("simulate")

@@ -1,0 +1,14 @@
+"""`netiso status`."""
+
+from __future__ import annotations
+
+import typer
+
+from netiso.errors import NotImplementedYet
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("status")
+    def status() -> None:
+        """Not implemented yet (exits 2)."""
+        raise NotImplementedYet("status")
