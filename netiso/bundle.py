@@ -1,0 +1,291 @@
+"""The baseline isolation bundle, rendered from validated values: a pure function.
+
+Design decisions:
+
+* **Templates are package data, the logic is here.** ``netiso/manifests/bundle/<key>.yaml``
+  holds each policy's fixed shape and its description; what depends on the values (peers,
+  ports, CIDRs, the namespace) is filled in here, where it can be typed and unit-tested.
+* **Deterministic.** Output is sorted by namespace then name, keys are emitted in a fixed
+  order, lists that come from sets are sorted: rendering twice gives byte-identical YAML, so a
+  GitOps diff shows only real changes.
+* **Labels are the ownership record.** Every object carries ``app.kubernetes.io/managed-by:
+  netiso``, the bundle version and its policy key; apply/status/uninstall find netiso's objects
+  by these labels and never touch anything else.
+* **Safety over brevity in the egress policy.** See ``deny-metadata-egress.yaml``: the metadata
+  deny also allows every pod and DNS explicitly, because on Cilium-based dataplanes ``ipBlock``
+  does not match pod IPs. On EKS the Pod Identity agent (169.254.170.23) stays reachable even
+  under default-deny egress. On GKE the deny is not reliable (the node redirects metadata
+  traffic before policy is evaluated): the object carries a warning annotation and
+  :func:`bundle_warnings` says it on stderr.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from netiso.config import (
+    EKS_POD_IDENTITY,
+    NAMESPACE_NAME_LABEL,
+    AppPorts,
+    PolicyKey,
+    Provider,
+    Values,
+)
+from netiso.errors import UsageError
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "netiso"
+BUNDLE_VERSION_LABEL = "netiso.io/bundle-version"
+POLICY_LABEL = "netiso.io/policy"
+#: Bumped whenever the rendered shape of any policy changes (a label value: [A-Za-z0-9.-_]).
+BUNDLE_VERSION = "v1"
+NAME_PREFIX = "netiso-"
+
+DESCRIPTION_ANNOTATION = "netiso.io/description"
+WARNING_ANNOTATION = "netiso.io/warning"
+
+GKE_METADATA_WARNING = (
+    "On GKE, traffic to 169.254.169.254 is redirected to the GKE metadata server before "
+    "NetworkPolicy is evaluated, so this deny is not reliable there; protect node credentials "
+    "with Workload Identity Federation for GKE (or metadata concealment on older node pools)."
+)
+
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+@functools.cache
+def _template(key: PolicyKey) -> dict[str, Any]:
+    from importlib.resources import files
+
+    import yaml
+
+    text = files("netiso.manifests").joinpath("bundle", f"{key.value}.yaml").read_text("utf-8")
+    doc = yaml.safe_load(text)
+    if not isinstance(doc, dict) or doc.get("kind") != "NetworkPolicy":
+        raise RuntimeError(f"bundle template {key.value}.yaml is not a NetworkPolicy")
+    return doc
+
+
+def _dns_rule(values: Values) -> dict[str, Any]:
+    dns = values.dns
+    peers: list[dict[str, Any]] = [
+        {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: dns.namespace}},
+            "podSelector": {"matchLabels": dict(dns.pod_labels)},
+        }
+    ]
+    for address in dns.node_local:
+        if ":" in address and not values.ipv6:
+            continue
+        peers.append({"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}})
+    return {
+        "to": peers,
+        "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
+    }
+
+
+def _pod_identity_rule(values: Values) -> dict[str, Any]:
+    cidrs = [c for c in EKS_POD_IDENTITY if values.ipv6 or ":" not in c]
+    return {
+        "to": [{"ipBlock": {"cidr": c}} for c in cidrs],
+        "ports": [{"protocol": "TCP", "port": 80}],
+    }
+
+
+def _ip_block(cidr: str, excepts: Sequence[str]) -> dict[str, Any]:
+    block: dict[str, Any] = {"cidr": cidr}
+    if excepts:
+        block["except"] = list(excepts)
+    return {"ipBlock": block}
+
+
+def _metadata_egress(values: Values) -> list[dict[str, Any]]:
+    v4 = sorted(c for c in values.metadata_deny if ":" not in c)
+    v6 = sorted(c for c in values.metadata_deny if ":" in c)
+    peers = [_ip_block("0.0.0.0/0", v4)]
+    if values.ipv6:
+        peers.append(_ip_block("::/0", v6))
+    rules: list[dict[str, Any]] = [
+        {"to": peers},
+        # ipBlock does not match pod IPs on Cilium-based dataplanes: allow every pod explicitly.
+        {"to": [{"namespaceSelector": {}}]},
+        _dns_rule(values),
+    ]
+    if values.provider is Provider.EKS:
+        rules.append(_pod_identity_rule(values))
+    return rules
+
+
+def _same_namespace_peer(namespace: str) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}}}
+
+
+def _ports(app: AppPorts) -> list[dict[str, Any]]:
+    return [{"protocol": p.protocol, "port": p.port} for p in app.ports]
+
+
+def _object(
+    key: PolicyKey,
+    namespace: str,
+    spec_extra: dict[str, Any],
+    *,
+    name: str | None = None,
+    pod_selector: dict[str, Any] | None = None,
+    policy_types: list[str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    tpl = copy.deepcopy(_template(key))
+    meta = tpl.get("metadata", {})
+    spec = tpl.get("spec", {})
+    all_annotations = dict(meta.get("annotations", {}))
+    all_annotations.update(annotations or {})
+    out_spec: dict[str, Any] = {
+        "podSelector": pod_selector if pod_selector is not None else spec.get("podSelector", {}),
+        "policyTypes": policy_types or list(spec.get("policyTypes", [])),
+    }
+    for field_name in ("ingress", "egress"):
+        if field_name in spec_extra:
+            out_spec[field_name] = spec_extra[field_name]
+    metadata: dict[str, Any] = {
+        "name": name or meta["name"],
+        "namespace": namespace,
+        "labels": {
+            MANAGED_BY_LABEL: MANAGED_BY_VALUE,
+            BUNDLE_VERSION_LABEL: BUNDLE_VERSION,
+            POLICY_LABEL: key.value,
+        },
+    }
+    if all_annotations:
+        metadata["annotations"] = dict(sorted(all_annotations.items()))
+    return {
+        "apiVersion": tpl["apiVersion"],
+        "kind": tpl["kind"],
+        "metadata": metadata,
+        "spec": out_spec,
+    }
+
+
+def _policies_for(values: Values, namespace: str) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    deny_egress = values.enabled(PolicyKey.DEFAULT_DENY_EGRESS)
+
+    if values.enabled(PolicyKey.DEFAULT_DENY_INGRESS):
+        out.append(_object(PolicyKey.DEFAULT_DENY_INGRESS, namespace, {}))
+
+    if values.enabled(PolicyKey.ALLOW_SAME_NAMESPACE):
+        peer = _same_namespace_peer(namespace)
+        extra: dict[str, Any] = {"ingress": [{"from": [peer]}]}
+        types = ["Ingress"]
+        if deny_egress:
+            # Under default-deny egress "same namespace may talk" needs the egress half too.
+            extra["egress"] = [{"to": [copy.deepcopy(peer)]}]
+            types = ["Ingress", "Egress"]
+        out.append(_object(PolicyKey.ALLOW_SAME_NAMESPACE, namespace, extra, policy_types=types))
+
+    if values.enabled(PolicyKey.ALLOW_APP_PORTS):
+        for app in values.app_ports:
+            out.append(
+                _object(
+                    PolicyKey.ALLOW_APP_PORTS,
+                    namespace,
+                    {"ingress": [{"ports": _ports(app)}]},
+                    name=f"{NAME_PREFIX}allow-app-{app.name}",
+                    pod_selector={"matchLabels": dict(app.pod_labels)},
+                )
+            )
+
+    if values.enabled(PolicyKey.ALLOW_FROM_NAMESPACES) and values.allow_from_namespaces:
+        selector = {
+            "matchExpressions": [
+                {
+                    "key": NAMESPACE_NAME_LABEL,
+                    "operator": "In",
+                    "values": sorted(values.allow_from_namespaces),
+                }
+            ]
+        }
+        out.append(
+            _object(
+                PolicyKey.ALLOW_FROM_NAMESPACES,
+                namespace,
+                {"ingress": [{"from": [{"namespaceSelector": selector}]}]},
+            )
+        )
+
+    if deny_egress:
+        rules = [_dns_rule(values)]
+        if values.provider is Provider.EKS:
+            rules.append(_pod_identity_rule(values))
+        out.append(_object(PolicyKey.DEFAULT_DENY_EGRESS, namespace, {"egress": rules}))
+    elif values.enabled(PolicyKey.DENY_METADATA_EGRESS):
+        annotations = (
+            {WARNING_ANNOTATION: GKE_METADATA_WARNING} if values.provider is Provider.GKE else {}
+        )
+        out.append(
+            _object(
+                PolicyKey.DENY_METADATA_EGRESS,
+                namespace,
+                {"egress": _metadata_egress(values)},
+                annotations=annotations,
+            )
+        )
+    return out
+
+
+def render_bundle(values: Values, namespaces: Sequence[str]) -> list[dict[str, Any]]:
+    """The bundle's NetworkPolicies for each namespace, sorted by (namespace, name)."""
+    objects: list[dict[str, Any]] = []
+    for namespace in sorted(set(namespaces)):
+        if len(namespace) > 63 or not _NAMESPACE_RE.match(namespace):
+            raise UsageError(f"namespace {namespace!r} is not a valid namespace name")
+        objects.extend(_policies_for(values, namespace))
+    objects.sort(key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))
+    return objects
+
+
+def bundle_warnings(values: Values) -> list[str]:
+    """What the rendered bundle cannot promise on this provider (said on stderr by commands)."""
+    warnings: list[str] = []
+    if (
+        values.provider is Provider.GKE
+        and values.enabled(PolicyKey.DENY_METADATA_EGRESS)
+        and not values.enabled(PolicyKey.DEFAULT_DENY_EGRESS)
+    ):
+        name = f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value}"
+        warnings.append(f"{name}: {GKE_METADATA_WARNING}")
+    return warnings
+
+
+def bundle_notes(values: Values) -> list[str]:
+    """Informational notes about choices the renderer made (said on stderr by commands)."""
+    notes: list[str] = []
+    if values.enabled(PolicyKey.DEFAULT_DENY_EGRESS) and values.enabled(
+        PolicyKey.DENY_METADATA_EGRESS
+    ):
+        notes.append(
+            "default-deny egress is on: it already blocks the metadata endpoints, so "
+            f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value} is not rendered"
+        )
+    if values.enabled(PolicyKey.ALLOW_FROM_NAMESPACES) and not values.allow_from_namespaces:
+        notes.append(
+            "allowFromNamespaces is empty: "
+            f"{NAME_PREFIX}{PolicyKey.ALLOW_FROM_NAMESPACES.value} is not rendered"
+        )
+    return notes
+
+
+def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
+    """Multi-document YAML, keys in the objects' own (fixed) order: stable byte for byte."""
+    import yaml
+
+    return yaml.safe_dump_all(
+        list(objects),
+        explicit_start=True,
+        sort_keys=False,
+        default_flow_style=False,
+        width=100_000,  # never fold long annotation strings: folding would differ by content
+    )
