@@ -1,0 +1,174 @@
+"""Image -> local program map for the lab's node agent.
+
+The lab has no container engine and no registry access, so an "image" here is a recipe for running
+a program already on this machine, with the image's entrypoint/cmd semantics kept:
+
+- any busybox image (`busybox`, `busybox:1.36`, `registry.k8s.io/e2e-test-images/busybox:...`,
+  anything whose last path component contains `busybox`) and `alpine`: Debian's busybox-static.
+  The container gets a PATH whose first entry is a directory of applet symlinks, so `sh -c "nc ..."`
+  runs busybox's shell and applets exactly as in the real image; absolute `/bin/<applet>` argv[0]s
+  are rewritten to the applet too: on this host `/bin/sh` is dash and `/bin/nc` may not exist.
+- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal).
+- `netiso.lab/dnsmasq`: the lab's DNS image; its entrypoint is Debian's dnsmasq serving the hosts
+  directory the node agent keeps up to date (see tests/lab/dns.py). coredns images are NOT mapped:
+  their Corefile arguments cannot be honoured by dnsmasq and pretending would be dishonest.
+
+Every other image is unknown: `resolve` raises ImageNotFound with a real, specific message, and the
+node agent reports it the way kubelet does (Waiting: ErrImagePull, then ImagePullBackOff).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BUSYBOX = "/bin/busybox"
+DNSMASQ = "/usr/sbin/dnsmasq"
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DNS_IMAGE = "netiso.lab/dnsmasq:2.90"
+
+
+class ImageNotFound(Exception):
+    """The image has no local program in the lab; the message is shown in the pod status."""
+
+
+@dataclass(frozen=True)
+class Image:
+    """A resolved image: its reference, entrypoint/cmd and the environment it brings."""
+
+    reference: str
+    entrypoint: tuple[str, ...]
+    cmd: tuple[str, ...]
+    path: str = SYSTEM_PATH
+    applets: frozenset[str] = field(default_factory=frozenset)
+    applet_dir: str = ""
+
+    def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
+        """Kubernetes' rule: command replaces ENTRYPOINT, args replace CMD (and a command alone
+        drops CMD)."""
+        if command:
+            argv = list(command) + list(args or [])
+        elif args:
+            argv = list(self.entrypoint) + list(args)
+        else:
+            argv = list(self.entrypoint) + list(self.cmd)
+        if not argv:
+            raise ImageNotFound(
+                f"image {self.reference} has no entrypoint or cmd and none was given"
+            )
+        head = argv[0]
+        if self.applet_dir and head.startswith("/") and os.path.basename(head) in self.applets:
+            argv[0] = os.path.join(self.applet_dir, os.path.basename(head))
+        return argv
+
+
+def normalize(image: str) -> tuple[str, str]:
+    """Docker reference normalisation: 'busybox' -> ('docker.io/library/busybox', 'latest')."""
+    ref = image.strip()
+    digest = ""
+    if "@" in ref:
+        ref, digest = ref.split("@", 1)
+    name, tag = ref, ""
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last:
+        name, tag = ref.rsplit(":", 1)
+    parts = name.split("/")
+    if len(parts) == 1:
+        name = f"docker.io/library/{name}"
+    elif not ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        name = f"docker.io/{name}"
+    return name, tag or (f"@{digest}" if digest else "latest")
+
+
+def _applets() -> frozenset[str]:
+    out = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout
+    return frozenset(a for a in out.split() if a and "/" not in a)
+
+
+# Debian 12's busybox-static 1.35 segfaults on `wget -T N` (before any I/O, any address), and probe
+# scripts use -T to bound a blocked connection. This wrapper strips -T/--timeout and enforces the
+# same limit with busybox `timeout`; every other wget behaviour is busybox's own.
+WGET_SHIM = """#!/bin/busybox sh
+t=
+want=
+for a do
+  shift
+  if [ -n "$want" ]; then t=$a; want=; continue; fi
+  case $a in
+    -T|--timeout) want=1; continue;;
+    -T*) t=${a#-T}; continue;;
+    --timeout=*) t=${a#--timeout=}; continue;;
+  esac
+  set -- "$@" "$a"
+done
+[ -z "$t" ] || exec /bin/busybox timeout "$t" /bin/busybox wget "$@"
+exec /bin/busybox wget "$@"
+"""
+
+
+def ensure_applet_dir(state_dir: str | os.PathLike[str]) -> tuple[str, frozenset[str]]:
+    """A directory of `<applet> -> /bin/busybox` symlinks: the busybox image's /bin."""
+    target = Path(state_dir) / "images" / "busybox" / "bin"
+    applets = _applets()
+    if not (target / "wget").is_file() or (target / "wget").is_symlink():
+        target.mkdir(parents=True, exist_ok=True)
+        for applet in applets:
+            link = target / applet
+            if not link.is_symlink() and not link.exists():
+                link.symlink_to(BUSYBOX)
+        shim = target / "wget"
+        tmp = target / ".wget.tmp"
+        tmp.write_text(WGET_SHIM)
+        tmp.chmod(0o755)
+        os.replace(tmp, shim)
+    return str(target), applets
+
+
+def dns_hosts_dir(state_dir: str | os.PathLike[str]) -> Path:
+    return Path(state_dir) / "dns" / "hosts.d"
+
+
+def resolve(image: str, state_dir: str | os.PathLike[str]) -> Image:
+    name, tag = normalize(image)
+    ref = f"{name}:{tag}" if not tag.startswith("@") else f"{name}{tag}"
+    last = name.rsplit("/", 1)[-1]
+    if "busybox" in last or name == "docker.io/library/alpine":
+        if not os.access(BUSYBOX, os.X_OK):
+            raise ImageNotFound(f"{BUSYBOX} is missing: install busybox-static to run {ref}")
+        applet_dir, applets = ensure_applet_dir(state_dir)
+        cmd = ("/bin/sh",) if last == "alpine" else ("sh",)
+        return Image(ref, (), cmd, f"{applet_dir}:{SYSTEM_PATH}", applets, applet_dir)
+    if name == "registry.k8s.io/pause":
+        applet_dir, applets = ensure_applet_dir(state_dir)
+        return Image(
+            ref, (f"{applet_dir}/sleep", "2147483647"), (), SYSTEM_PATH, applets, applet_dir
+        )
+    if name == "netiso.lab/dnsmasq":
+        if not shutil.which(DNSMASQ):
+            raise ImageNotFound(f"{DNSMASQ} is missing: install dnsmasq-base to run {ref}")
+        hosts = dns_hosts_dir(state_dir)
+        hosts.mkdir(parents=True, exist_ok=True)
+        entrypoint = (
+            DNSMASQ,
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--no-poll",
+            f"--hostsdir={hosts}",
+            # Names under cluster.local that the lab does not know are NXDOMAIN here, never
+            # forwarded: with no upstream at all, anything else gets REFUSED.
+            "--local=/cluster.local/",
+            "--domain-needed",
+            "--user=root",
+            "--pid-file",
+            "--log-facility=-",
+        )
+        return Image(ref, entrypoint, ())
+    raise ImageNotFound(
+        f'failed to pull and unpack image "{ref}": the netiso lab has no registry access and no '
+        f"local program for this image (known: busybox*, alpine, registry.k8s.io/pause, "
+        f"netiso.lab/dnsmasq)"
+    )

@@ -1,0 +1,890 @@
+"""The lab's network: fabric, node and pod namespaces, the metadata host, safety rules, teardown.
+
+Topology (see /work/notes/lab-contract.md and tests/lab/README.md):
+
+    root ns  nlab-root 10.250.0.1/24 ──┐
+                                       │ br0 in netns netiso-fabric (10.250.0.0/24)
+    netiso-node-N eth0 10.250.0.1N ────┤   ip_forward=1, /32 route per local pod,
+    netiso-meta   eth0 10.250.0.254 ───┘   other nodes' pod CIDRs via their fabric IP
+                  lo 169.254.169.254, 169.254.170.23 (HTTP :80, metadata_server.py)
+    netiso-pod-<uid8> eth0 <pod IP>/32 ── veth ── node netns (routed, no bridge, like Calico)
+
+Design decisions:
+- Pods are routed, not bridged: the node netns holds a /32 route per pod and the pod CIDR's first
+  address (the pod gateway) on its loopback. Linux answers ARP for any local address on any
+  interface (arp_ignore=0), so the pod's `via <gateway> onlink` routes resolve without proxy-ARP.
+  kube-router then sees every pod packet in the node netns' FORWARD chain, as in a real cluster.
+- Pods get routes ONLY to the lab ranges and no default route, so "cannot reach the internet" is a
+  routing fact, not a firewall rule that enforcement tests could accidentally flush.
+- The root namespace gets no route to pods or to 169.254.x.x: the host may use 169.254.169.254 for
+  its own cloud metadata, and only the fabric's connected /24 is added there. Pods reach the API
+  server (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back.
+- The cluster DNS Service (10.96.0.10) works through a DNAT in each node netns' nat table to the
+  DNS pod's IP: a kube-proxy stand-in for that single Service, so kube-router's filter rules see the
+  DNS pod's IP after translation exactly like with kube-proxy. 10.96.0.1:443 is DNATed to the API
+  server the same way.
+- Safety in root: chain NETISO-LAB-FWD (FORWARD) drops anything from lab interfaces or lab ranges,
+  and NETISO-LAB-IN (INPUT) lets only loopback and tcp/6443 from nlab-root reach 10.250.0.1. IPv6
+  address generation is off on every lab link so nothing is reachable by link-local address.
+- Teardown finds what to remove by name (netiso-*, nlab*, NETISO-LAB-*) and finds processes both
+  via `ip netns pids` and via the NETISO_LAB_PROCESS environment marker every lab child carries,
+  so it also works after a crash when a netns is already gone but a process still runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+API_IP = "10.250.0.1"
+API_PORT = 6443
+DNS_IP = "10.96.0.10"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+NODE_LOCAL_DNS_IP = "169.254.20.10"
+FABRIC_CIDR = "10.250.0.0/24"
+CLUSTER_CIDR = "10.244.0.0/16"
+SERVICE_CIDR = "10.96.0.0/16"
+META_HOST_IP = "10.250.0.254"
+METADATA_IPS = ("169.254.169.254", "169.254.170.23")
+POD_ROUTES = (
+    CLUSTER_CIDR,
+    SERVICE_CIDR,
+    FABRIC_CIDR,
+    "169.254.169.254/32",
+    "169.254.170.23/32",
+    f"{NODE_LOCAL_DNS_IP}/32",
+)
+LAB_RANGES = (CLUSTER_CIDR, FABRIC_CIDR)
+
+FABRIC_NS = "netiso-fabric"
+META_NS = "netiso-meta"
+NETNS_PREFIX = "netiso-"
+POD_NS_PREFIX = "netiso-pod-"
+ROOT_LINK = "nlab-root"
+LINK_PREFIX = "nlab"
+BRIDGE = "br0"
+FWD_CHAIN = "NETISO-LAB-FWD"
+IN_CHAIN = "NETISO-LAB-IN"
+CHAIN_PREFIX = "NETISO-LAB-"
+NODE_NAT_PRE = "NLAB-PREROUTING"
+NODE_NAT_POST = "NLAB-POSTROUTING"
+NODE_NAT_DNS = "NLAB-DNS"
+PROCESS_MARKER = "NETISO_LAB_PROCESS"
+NETNS_ETC = Path("/etc/netns")
+RUN_NETNS = Path("/run/netns")
+# Absolute paths: container environments put busybox's own `ip` and `nsenter` first on PATH.
+IP = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/bin/ip"
+NSENTER = shutil.which("nsenter", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/bin/nsenter"
+
+
+class LabNetworkError(RuntimeError):
+    """A plumbing command failed; the message carries the command and its stderr."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    netns: str
+    ip: str
+    pod_cidr: str
+
+    @classmethod
+    def parse(cls, text: str) -> NodeSpec:
+        """`lab-node-1:netiso-node-1:10.250.0.11:10.244.1.0/24` (the node agent's --node)."""
+        parts = text.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"--node wants name:netns:ip:podcidr, got {text!r}")
+        name, netns, ip, cidr = parts
+        ipaddress.IPv4Address(ip)
+        ipaddress.IPv4Network(cidr)
+        if not netns.startswith(NETNS_PREFIX):
+            raise ValueError(f"node netns must start with {NETNS_PREFIX!r}: {netns!r}")
+        return cls(name, netns, ip, cidr)
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.netns}:{self.ip}:{self.pod_cidr}"
+
+    @property
+    def gateway(self) -> str:
+        """The pod gateway: the pod CIDR's first address, held on the node netns' loopback."""
+        return str(next(ipaddress.IPv4Network(self.pod_cidr).hosts()))
+
+
+def default_nodes() -> list[NodeSpec]:
+    return [
+        NodeSpec("lab-node-1", "netiso-node-1", "10.250.0.11", "10.244.1.0/24"),
+        NodeSpec("lab-node-2", "netiso-node-2", "10.250.0.12", "10.244.2.0/24"),
+    ]
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("NETISO_LAB_DIR", "/var/tmp/netiso-lab"))
+
+
+# ---------------------------------------------------------------- pure helpers (unit-tested)
+
+
+def pod_netns_name(uid: str) -> str:
+    """Deterministic netns name for a pod: the agent also annotates pods with it."""
+    return POD_NS_PREFIX + uid.replace("-", "")[:8]
+
+
+def pod_host_veth(uid: str) -> str:
+    """Node-side veth name (<= 15 chars, the kernel's IFNAMSIZ limit)."""
+    return "nlp" + uid.replace("-", "")[:12]
+
+
+def fabric_port(ip: str) -> str:
+    return "v" + ip.rsplit(".", 1)[-1]
+
+
+def node_routes(node: NodeSpec, nodes: Sequence[NodeSpec]) -> list[tuple[str, str]]:
+    """(destination, via) routes a node netns needs beyond its connected fabric /24."""
+    routes = [(other.pod_cidr, other.ip) for other in nodes if other.name != node.name]
+    routes += [(f"{ip}/32", META_HOST_IP) for ip in METADATA_IPS]
+    return routes
+
+
+def pod_route_lines(ip: str, gateway: str) -> list[str]:
+    """`ip -batch` lines run inside a new pod netns."""
+    lines = [
+        "link set lo up",
+        "link set eth0 addrgenmode none",
+        f"addr add {ip}/32 dev eth0",
+        "link set eth0 up",
+        f"route add {gateway}/32 dev eth0 scope link src {ip}",
+    ]
+    lines += [f"route add {dst} via {gateway} dev eth0 onlink src {ip}" for dst in POD_ROUTES]
+    return lines
+
+
+def resolv_conf(
+    namespace: str,
+    dns_policy: str | None,
+    dns_config: dict[str, object] | None,
+    host_network: bool = False,
+) -> str:
+    """Kubelet's resolv.conf rules, with the host resolver replaced by nothing (lab safety)."""
+    policy = dns_policy or "ClusterFirst"
+    nameservers: list[str] = []
+    searches: list[str] = []
+    options: list[str] = []
+    if policy == "ClusterFirst" and host_network:
+        policy = "Default"
+    if policy in ("ClusterFirst", "ClusterFirstWithHostNet"):
+        nameservers = [DNS_IP]
+        searches = [f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+        options = ["ndots:5"]
+    cfg = dns_config or {}
+    nameservers += [str(s) for s in _as_list(cfg.get("nameservers"))]
+    searches += [str(s) for s in _as_list(cfg.get("searches"))]
+    for opt in _as_list(cfg.get("options")):
+        if isinstance(opt, dict) and opt.get("name"):
+            value = opt.get("value")
+            options.append(
+                f"{opt['name']}:{value}" if value not in (None, "") else str(opt["name"])
+            )
+    lines = [f"nameserver {ns}" for ns in nameservers[:3]]
+    if searches:
+        lines.insert(0, "search " + " ".join(dict.fromkeys(searches)))
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _as_list(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def hosts_file(ip: str, hostname: str, namespace: str, subdomain: str | None = None) -> str:
+    fqdn = f"{hostname}.{subdomain}.{namespace}.svc.cluster.local" if subdomain else ""
+    names = f"{fqdn}\t{hostname}" if fqdn else hostname
+    return (
+        "# Kubernetes-managed hosts file (netiso lab).\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{ip}\t{names}\n"
+    )
+
+
+def root_safety_rules() -> dict[str, list[list[str]]]:
+    """Rules of the lab's own root-namespace chains (filter table)."""
+    fwd = [["-i", f"{LINK_PREFIX}+", "-j", "DROP"], ["-o", f"{LINK_PREFIX}+", "-j", "DROP"]]
+    for cidr in LAB_RANGES:
+        fwd.append(["-s", cidr, "-j", "DROP"])
+    inp = [
+        ["-i", "lo", "-j", "ACCEPT"],
+        [
+            "-i",
+            ROOT_LINK,
+            "-d",
+            f"{API_IP}/32",
+            "-p",
+            "tcp",
+            "--dport",
+            str(API_PORT),
+            "-j",
+            "ACCEPT",
+        ],
+        ["-i", ROOT_LINK, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        ["-i", ROOT_LINK, "-j", "DROP"],
+        ["-d", f"{API_IP}/32", "-j", "DROP"],
+    ]
+    return {FWD_CHAIN: fwd, IN_CHAIN: inp}
+
+
+def node_nat_rules(node: NodeSpec, dns_target: str | None) -> dict[str, list[list[str]]]:
+    """nat-table rules in a node netns: API access for pods, DNS and kubernetes Service DNATs."""
+    pre = [
+        [
+            "-d",
+            f"{KUBERNETES_SERVICE_IP}/32",
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            f"{API_IP}:{API_PORT}",
+        ],
+        ["-d", f"{DNS_IP}/32", "-j", NODE_NAT_DNS],
+        ["-d", f"{NODE_LOCAL_DNS_IP}/32", "-j", NODE_NAT_DNS],
+    ]
+    post = [["-s", CLUSTER_CIDR, "-d", f"{API_IP}/32", "-j", "MASQUERADE"]]
+    dns: list[list[str]] = []
+    if dns_target:
+        for proto in ("udp", "tcp"):
+            dns.append(
+                ["-p", proto, "--dport", "53", "-j", "DNAT", "--to-destination", f"{dns_target}:53"]
+            )
+    return {NODE_NAT_PRE: pre, NODE_NAT_POST: post, NODE_NAT_DNS: dns}
+
+
+def pod_exec_argv(
+    netns: str,
+    argv: Sequence[str],
+    *,
+    hostname: str | None = None,
+    termination: tuple[str, str] | None = None,
+    workdir: str | None = None,
+) -> list[str]:
+    """Argv that runs a container's process in its pod netns with a private mount+UTS namespace.
+
+    `ip netns exec` gives a new mount namespace (binding /etc/netns/<ns>/resolv.conf and hosts);
+    busybox `unshare -u` adds a UTS namespace for the pod hostname; the busybox shell then mounts a
+    private /dev (minimal device nodes) and /tmp, and bind-mounts the container's host-side
+    termination-message file at terminationMessagePath, so `echo msg > /dev/termination-log`
+    works like in a real container and the agent can read it. Finally it execs the process, so the
+    pid the agent holds is the container's own process.
+    """
+    src, dst = termination or ("", "")
+    return [
+        IP,
+        "netns",
+        "exec",
+        netns,
+        "/bin/busybox",
+        "unshare",
+        "-u",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        _CONTAINER_INIT,
+        "container-init",
+        hostname or "",
+        src,
+        dst,
+        workdir or "",
+        *argv,
+    ]
+
+
+_CONTAINER_INIT = r"""
+set -e
+B=/bin/busybox
+[ -z "$1" ] || $B hostname "$1"
+$B mount -t tmpfs -o mode=755,size=1m,nosuid nlab-dev /dev
+cd /dev
+$B mknod -m 666 null c 1 3
+$B mknod -m 666 zero c 1 5
+$B mknod -m 666 full c 1 7
+$B mknod -m 666 random c 1 8
+$B mknod -m 666 urandom c 1 9
+$B mknod -m 666 tty c 5 0
+$B ln -s /proc/self/fd fd
+$B ln -s /proc/self/fd/0 stdin
+$B ln -s /proc/self/fd/1 stdout
+$B ln -s /proc/self/fd/2 stderr
+$B mkdir shm pts
+$B mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shm /dev/shm
+if [ -n "$2" ]; then
+  # Bind the host file before /tmp is covered: its host path may itself be under /tmp.
+  : > /dev/.nlab-termination
+  $B mount --bind "$2" /dev/.nlab-termination
+fi
+$B mount -t tmpfs -o mode=1777,size=256m,nosuid,nodev tmp /tmp
+if [ -n "$2" ]; then
+  $B mkdir -p "${3%/*}"
+  : > "$3"
+  $B mount --bind /dev/.nlab-termination "$3"
+fi
+cd "${4:-/}" 2>/dev/null || cd /
+shift 4
+exec "$@"
+"""
+
+
+def termination_path_supported(path: str) -> bool:
+    """Paths the container init can map: under its private /dev or /tmp (never the host's fs)."""
+    norm = os.path.normpath(path)
+    return path.startswith("/") and norm.startswith(("/dev/", "/tmp/"))
+
+
+# ---------------------------------------------------------------- command plumbing
+
+
+def _run(
+    argv: Sequence[str], *, check: bool = True, input: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        list(argv), check=False, capture_output=True, text=True, input=input, timeout=timeout
+    )
+    if check and proc.returncode != 0:
+        raise LabNetworkError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc
+
+
+def _ip_batch(lines: Iterable[str], netns: str | None = None) -> None:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    _run(argv, input="\n".join(lines) + "\n")
+
+
+def _sysctl(netns: str, key: str, value: str) -> None:
+    _run(["ip", "netns", "exec", netns, "sysctl", "-q", "-w", f"{key}={value}"])
+
+
+def netns_exists(name: str) -> bool:
+    return (RUN_NETNS / name).exists()
+
+
+def list_netns(prefix: str = NETNS_PREFIX) -> list[str]:
+    try:
+        names = os.listdir(RUN_NETNS)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n.startswith(prefix))
+
+
+def link_exists(name: str, netns: str | None = None) -> bool:
+    argv = ["ip"] + (["-n", netns] if netns else []) + ["link", "show", "dev", name]
+    return _run(argv, check=False).returncode == 0
+
+
+def _add_netns(name: str) -> None:
+    if not netns_exists(name):
+        _run(["ip", "netns", "add", name])
+    _run(["ip", "-n", name, "link", "set", "lo", "up"])
+
+
+def _iptables(
+    args: Sequence[str], netns: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    return _run([*prefix, "iptables", "-w", "5", *args], check=check)
+
+
+def _ensure_chain(
+    table: str, chain: str, rules: list[list[str]], hook: str | None, netns: str | None = None
+) -> None:
+    """(Re)write a chain of our own atomically enough for a lab: create, flush, fill, hook once."""
+    if _iptables(["-t", table, "-S", chain], netns, check=False).returncode != 0:
+        _iptables(["-t", table, "-N", chain], netns)
+    _iptables(["-t", table, "-F", chain], netns)
+    for rule in rules:
+        _iptables(["-t", table, "-A", chain, *rule], netns)
+    if (
+        hook
+        and _iptables(["-t", table, "-C", hook, "-j", chain], netns, check=False).returncode != 0
+    ):
+        _iptables(["-t", table, "-I", hook, "1", "-j", chain], netns)
+
+
+# ---------------------------------------------------------------- up
+
+
+def up(nodes: Sequence[NodeSpec]) -> None:
+    """Build (idempotently) fabric, root veth, node namespaces, metadata host and safety rules."""
+    if os.geteuid() != 0:
+        raise LabNetworkError("the lab network needs root (network namespaces, veths, iptables)")
+    # Safety rules first, so nothing built below is ever reachable from or forwarded to an uplink.
+    for chain, rules in root_safety_rules().items():
+        _ensure_chain("filter", chain, rules, "FORWARD" if chain == FWD_CHAIN else "INPUT")
+
+    _add_netns(FABRIC_NS)
+    _sysctl(FABRIC_NS, "net.ipv6.conf.all.disable_ipv6", "1")
+    _sysctl(FABRIC_NS, "net.ipv6.conf.default.disable_ipv6", "1")
+    if not link_exists(BRIDGE, FABRIC_NS):
+        _ip_batch(
+            [
+                f"link add {BRIDGE} type bridge",
+                f"link set {BRIDGE} addrgenmode none",
+                f"link set {BRIDGE} up",
+            ],
+            FABRIC_NS,
+        )
+
+    if not link_exists(ROOT_LINK):
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                ROOT_LINK,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vroot",
+                "netns",
+                FABRIC_NS,
+            ]
+        )
+    _run(["ip", "link", "set", ROOT_LINK, "addrgenmode", "none"])
+    addrs = _run(["ip", "-br", "-4", "addr", "show", "dev", ROOT_LINK]).stdout
+    if f"{API_IP}/24" not in addrs:
+        _run(["ip", "addr", "add", f"{API_IP}/24", "dev", ROOT_LINK])
+    _run(["ip", "link", "set", ROOT_LINK, "up"])
+    _ip_batch([f"link set vroot master {BRIDGE}", "link set vroot up"], FABRIC_NS)
+
+    for node in nodes:
+        _up_node(node, nodes)
+    _up_meta(nodes)
+
+
+def _attach_to_fabric(netns: str, ip: str) -> None:
+    port = fabric_port(ip)
+    if not link_exists("eth0", netns):
+        _run(
+            [
+                "ip",
+                "link",
+                "add",
+                "name",
+                "eth0",
+                "netns",
+                netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                port,
+                "netns",
+                FABRIC_NS,
+            ]
+        )
+    _ip_batch(
+        [
+            f"link set {port} addrgenmode none",
+            f"link set {port} master {BRIDGE}",
+            f"link set {port} up",
+        ],
+        FABRIC_NS,
+    )
+    _ip_batch(
+        ["link set eth0 addrgenmode none", f"addr replace {ip}/24 dev eth0", "link set eth0 up"],
+        netns,
+    )
+
+
+def _up_node(node: NodeSpec, nodes: Sequence[NodeSpec]) -> None:
+    _add_netns(node.netns)
+    for key, value in (
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv6.conf.all.disable_ipv6", "1"),
+        ("net.ipv6.conf.default.disable_ipv6", "1"),
+    ):
+        _sysctl(node.netns, key, value)
+    _attach_to_fabric(node.netns, node.ip)
+    lines = [f"addr replace {node.gateway}/32 dev lo"]
+    lines += [f"route replace {dst} via {via} dev eth0" for dst, via in node_routes(node, nodes)]
+    _ip_batch(lines, node.netns)
+    # An empty resolv.conf for anything run in the node netns (kube-router, hostNetwork pods):
+    # otherwise `ip netns exec` would leave the host's resolver visible there.
+    etc = NETNS_ETC / node.netns
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text("")
+    current = dns_target(node)
+    rules = node_nat_rules(node, current)
+    _ensure_chain("nat", NODE_NAT_DNS, rules[NODE_NAT_DNS], None, node.netns)
+    _ensure_chain("nat", NODE_NAT_PRE, rules[NODE_NAT_PRE], "PREROUTING", node.netns)
+    _ensure_chain("nat", NODE_NAT_POST, rules[NODE_NAT_POST], "POSTROUTING", node.netns)
+
+
+def _up_meta(nodes: Sequence[NodeSpec]) -> None:
+    _add_netns(META_NS)
+    _sysctl(META_NS, "net.ipv6.conf.all.disable_ipv6", "1")
+    _attach_to_fabric(META_NS, META_HOST_IP)
+    lines = [f"addr replace {ip}/32 dev lo" for ip in METADATA_IPS]
+    lines += [f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes]
+    _ip_batch(lines, META_NS)
+    pidfile = state_dir() / "metadata.pid"
+    if _pid_alive(pidfile):
+        return
+    state_dir().mkdir(parents=True, exist_ok=True)
+    (state_dir() / "logs").mkdir(exist_ok=True)
+    server = Path(__file__).with_name("metadata_server.py")
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        META_NS,
+        sys.executable,
+        "-I",
+        str(server),
+        "--pidfile",
+        str(pidfile),
+    ]
+    for ip in (META_HOST_IP, *METADATA_IPS):
+        argv += ["--address", ip]
+    with open(state_dir() / "logs" / "metadata.log", "ab") as log:
+        subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=marked_env("metadata"),
+        )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if _pid_alive(pidfile):
+            return
+        time.sleep(0.05)
+    raise LabNetworkError(
+        f"metadata server did not start; see {state_dir() / 'logs' / 'metadata.log'}"
+    )
+
+
+def _pid_alive(pidfile: Path) -> bool:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def marked_env(role: str, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a lab child process: carries the marker `down()` uses to find it."""
+    env = dict(os.environ if base is None else base)
+    env[PROCESS_MARKER] = role
+    return env
+
+
+# ---------------------------------------------------------------- DNS service stand-in
+
+
+def dns_target(node: NodeSpec) -> str | None:
+    out = _iptables(["-t", "nat", "-S", NODE_NAT_DNS], node.netns, check=False).stdout
+    for line in out.splitlines():
+        if "--to-destination" in line:
+            return line.split("--to-destination", 1)[1].split()[0].rsplit(":", 1)[0]
+    return None
+
+
+def set_dns_target(nodes: Sequence[NodeSpec], pod_ip: str | None) -> None:
+    """Point 10.96.0.10:53 (and 169.254.20.10:53) at the DNS pod in every node netns."""
+    for node in nodes:
+        if not netns_exists(node.netns) or dns_target(node) == pod_ip:
+            continue
+        rules = node_nat_rules(node, pod_ip)[NODE_NAT_DNS]
+        _ensure_chain("nat", NODE_NAT_DNS, rules, None, node.netns)
+        # Stale UDP conntrack entries would keep sending DNS to the previous pod for 30 s+.
+        _run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                node.netns,
+                "conntrack",
+                "-D",
+                "-p",
+                "udp",
+                "--orig-dst",
+                DNS_IP,
+            ],
+            check=False,
+        )
+
+
+# ---------------------------------------------------------------- pods
+
+
+def create_pod_netns(
+    node: NodeSpec, uid: str, ip: str, *, resolv: str = "", hosts: str = ""
+) -> str:
+    """Create (or re-create) a pod's netns wired to its node netns; returns the netns name."""
+    netns = pod_netns_name(uid)
+    veth = pod_host_veth(uid)
+    etc = NETNS_ETC / netns
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "resolv.conf").write_text(resolv)
+    (etc / "hosts").write_text(hosts or hosts_file(ip, "localhost", "default"))
+    if netns_exists(netns):
+        _run(["ip", "netns", "del", netns])
+    _run(["ip", "netns", "add", netns])
+    if link_exists(veth, node.netns):
+        _run(["ip", "-n", node.netns, "link", "del", veth], check=False)
+    _run(
+        [
+            "ip",
+            "-n",
+            node.netns,
+            "link",
+            "add",
+            "name",
+            veth,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            netns,
+        ]
+    )
+    _ip_batch(pod_route_lines(ip, node.gateway), netns)
+    _ip_batch(
+        [
+            f"link set {veth} addrgenmode none",
+            f"link set {veth} up",
+            f"route replace {ip}/32 dev {veth} scope link",
+        ],
+        node.netns,
+    )
+    return netns
+
+
+def delete_pod_netns(netns: str, node: NodeSpec | None = None, ip: str | None = None) -> None:
+    """Kill what is left in the pod netns, then remove it (its veth dies with it) and its /etc."""
+    if not netns.startswith(POD_NS_PREFIX):
+        raise ValueError(f"not a pod netns: {netns}")
+    if netns_exists(netns):
+        kill_pids(netns_pids(netns))
+        _run(["ip", "netns", "del", netns], check=False)
+    if node is not None and ip:
+        _run(["ip", "-n", node.netns, "route", "del", f"{ip}/32"], check=False)
+    shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
+
+
+def find_container_pid(netns: str) -> int | None:
+    """The lowest-pid container process in a pod netns (they carry the container marker)."""
+    found: list[int] = []
+    for pid in netns_pids(netns):
+        env = _environ(pid)
+        if env.get(PROCESS_MARKER, "").startswith("container"):
+            found.append(pid)
+    return min(found) if found else None
+
+
+def exec_in_pod(
+    netns: str,
+    argv: Sequence[str],
+    *,
+    timeout: float = 30,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv in a pod the way `kubectl exec` would: inside its network, mount and UTS namespace
+    (via its running container) with busybox applets first on PATH; falls back to the netns alone
+    when no container process is running. Never raises on a non-zero exit; times out as given."""
+    from tests.lab import images
+
+    applet_dir, _ = images.ensure_applet_dir(state_dir())
+    run_env = marked_env("exec", env or {"PATH": f"{applet_dir}:{images.SYSTEM_PATH}", "HOME": "/"})
+    run_env.setdefault("PATH", f"{applet_dir}:{images.SYSTEM_PATH}")
+    pid = find_container_pid(netns)
+    if pid is not None:
+        prefix = [NSENTER, "-t", str(pid), "-n", "-m", "-u", "--"]
+    else:
+        prefix = [IP, "netns", "exec", netns]
+    try:
+        return subprocess.run(
+            [*prefix, *argv],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+            env=run_env,
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return subprocess.CompletedProcess([*prefix, *argv], 124, out, err + "\n(timed out)")
+
+
+# ---------------------------------------------------------------- processes
+
+
+def netns_pids(netns: str) -> list[int]:
+    out = _run(["ip", "netns", "pids", netns], check=False).stdout
+    return [int(p) for p in out.split() if p.isdigit()]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    env: dict[str, str] = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[key.decode(errors="replace")] = value.decode(errors="replace")
+    return env
+
+
+def marked_pids() -> list[int]:
+    """Processes carrying the lab marker, except this process and its ancestors."""
+    protected = _ancestors(os.getpid())
+    pids = []
+    for entry in os.listdir("/proc"):
+        if (
+            entry.isdigit()
+            and int(entry) not in protected
+            and PROCESS_MARKER in _environ(int(entry))
+        ):
+            pids.append(int(entry))
+    return sorted(pids)
+
+
+def _ancestors(pid: int) -> set[int]:
+    seen = {pid}
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            pid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        seen.add(pid)
+    return seen
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+            .strip()
+        )
+    except OSError:
+        return ""
+
+
+def kill_pids(pids: Iterable[int], grace: float = 2.0) -> None:
+    """SIGTERM, wait up to `grace`, then SIGKILL whatever is left."""
+    protected = _ancestors(os.getpid())
+    targets = [p for p in pids if p not in protected]
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while targets and time.monotonic() < deadline:
+        targets = [p for p in targets if _alive(p)]
+        if targets:
+            time.sleep(0.05)
+    for pid in targets:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        # A zombie is dead for our purposes: its parent reaps it, it holds no namespace open.
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# ---------------------------------------------------------------- down / leftovers
+
+
+def _root_chains() -> list[str]:
+    out = _run(["iptables", "-w", "5", "-S"], check=False).stdout
+    return [
+        line.split()[1]
+        for line in out.splitlines()
+        if line.startswith("-N ") and line.split()[1].startswith(CHAIN_PREFIX)
+    ]
+
+
+def _root_links() -> list[str]:
+    out = _run(["ip", "-o", "link", "show"], check=False).stdout
+    names = []
+    for line in out.splitlines():
+        name = line.split(":", 2)[1].strip().split("@", 1)[0]
+        if name.startswith(LINK_PREFIX):
+            names.append(name)
+    return names
+
+
+def _ipsets() -> list[str]:
+    if not shutil.which("ipset"):
+        return []
+    out = _run(["ipset", "list", "-n"], check=False).stdout
+    return [n for n in out.split() if n.lower().startswith((LINK_PREFIX, NETNS_PREFIX))]
+
+
+def down() -> None:
+    """Remove everything the lab network created; safe to call repeatedly and after a crash."""
+    spaces = list_netns()
+    pids: set[int] = set(marked_pids())
+    for ns in spaces:
+        pids.update(netns_pids(ns))
+    kill_pids(sorted(pids))
+    # Pods first so their veths go before the node netns; fabric last.
+    order = sorted(spaces, key=lambda n: (not n.startswith(POD_NS_PREFIX), n == FABRIC_NS, n))
+    for ns in order:
+        _run(["ip", "netns", "del", ns], check=False)
+    for link in _root_links():
+        _run(["ip", "link", "del", link], check=False)
+    for hook, chain in (("FORWARD", FWD_CHAIN), ("INPUT", IN_CHAIN)):
+        while _iptables(["-D", hook, "-j", chain], check=False).returncode == 0:
+            pass
+    for chain in _root_chains():
+        _iptables(["-F", chain], check=False)
+        _iptables(["-X", chain], check=False)
+    for name in _ipsets():
+        _run(["ipset", "destroy", name], check=False)
+    if NETNS_ETC.is_dir():
+        for entry in NETNS_ETC.iterdir():
+            if entry.name.startswith(NETNS_PREFIX):
+                shutil.rmtree(entry, ignore_errors=True)
+    (state_dir() / "metadata.pid").unlink(missing_ok=True)
+
+
+def leftovers() -> list[str]:
+    """Human-readable list of lab network objects/processes still present (empty = clean)."""
+    found = [f"netns {ns}" for ns in list_netns()]
+    found += [f"link {link}" for link in _root_links()]
+    found += [f"iptables chain {chain}" for chain in _root_chains()]
+    found += [f"ipset {name}" for name in _ipsets()]
+    for pid in marked_pids():
+        found.append(f"process {pid} ({_environ(pid).get(PROCESS_MARKER)}): {_cmdline(pid)[:120]}")
+    if NETNS_ETC.is_dir():
+        found += [
+            f"dir {e}" for e in sorted(NETNS_ETC.iterdir()) if e.name.startswith(NETNS_PREFIX)
+        ]
+    return found
