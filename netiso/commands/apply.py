@@ -1,14 +1,165 @@
-"""`netiso apply`."""
+"""`netiso apply`: render the bundle for the cluster's target namespaces and server-side apply it.
+
+Targets are evaluated against the live namespace list (so ``--selector`` works here, unlike
+``render``). Output: progress and warnings on stderr, one result on stdout (a table, or the
+``ApplyResult`` JSON/YAML document documented in the README). Exit 1 when any namespace was not
+applied, naming which were and were not.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from netiso.errors import NotImplementedYet
+from netiso.commands._common import reporter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _table(data: dict[str, Any]) -> Any:
+    def draw(console: Console) -> None:
+        from rich.table import Table
+
+        dry = data["dryRun"]
+        if dry:
+            table = Table("NAMESPACE", "OBJECT", "ACTION", box=None, pad_edge=False)
+            diffs: list[str] = []
+            for ns in data["namespaces"]:
+                for obj in ns["objects"]:
+                    table.add_row(ns["namespace"], f"{obj['kind']}/{obj['name']}",
+                                  obj["action"])
+                    if obj.get("diff") and obj["action"] == "update":
+                        diffs.append(obj["diff"])
+            if table.row_count:
+                console.print(table)
+            for diff in diffs:
+                console.print(diff, markup=False, highlight=False, end="")
+        else:
+            table = Table("NAMESPACE", "STATE", "CREATED", "UPDATED", "UNCHANGED", "PRUNED",
+                          box=None, pad_edge=False)
+            for ns in data["namespaces"]:
+                counts = {a: 0 for a in ("create", "update", "unchanged", "prune")}
+                for obj in ns["objects"]:
+                    counts[obj["action"]] += 1
+                table.add_row(ns["namespace"], ns["state"], str(counts["create"]),
+                              str(counts["update"]), str(counts["unchanged"]),
+                              str(counts["prune"]))
+            if table.row_count:
+                console.print(table)
+        s = data["summary"]
+        would = "would change" if dry else "changed"
+        console.print(
+            f"{s['namespaces']} namespaces: {s['created']} created, {s['updated']} updated, "
+            f"{s['unchanged']} unchanged, {s['pruned']} pruned; {s['changed']} {would}"
+            + ("" if dry else f"; {s['notApplied']} not applied"),
+            markup=False, highlight=False,
+        )
+
+    return draw
 
 
 def register(app: typer.Typer) -> None:
     @app.command("apply")
-    def apply() -> None:
-        """Not implemented yet (exits 2)."""
-        raise NotImplementedYet("apply")
+    def apply(
+        ctx: typer.Context,
+        values: Annotated[
+            Path | None,
+            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
+        ] = None,
+        provider: Annotated[
+            str,
+            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
+                         metavar="PROVIDER"),
+        ] = "generic",
+        namespace: Annotated[
+            list[str] | None,
+            typer.Option("--namespace", "-n", metavar="NAME",
+                         help="Target namespace (repeatable); replaces namespaces.include."),
+        ] = None,
+        selector: Annotated[
+            str | None,
+            typer.Option("--selector", "-l", metavar="SELECTOR",
+                         help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
+        ] = None,
+        force: Annotated[
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+        ] = False,
+        dry_run: Annotated[
+            bool,
+            typer.Option("--dry-run", help="Show create/update/unchanged/prune per object "
+                         "(server-side dry run); write nothing."),
+        ] = False,
+        prune: Annotated[
+            bool,
+            typer.Option("--prune/--no-prune", help="Delete netiso-managed policies the bundle "
+                         "no longer contains, in target namespaces."),
+        ] = True,
+        force_conflicts: Annotated[
+            bool,
+            typer.Option("--force-conflicts", help="Take over fields another field manager "
+                         "owns (server-side apply force)."),
+        ] = False,
+        concurrency: Annotated[
+            int,
+            typer.Option("--concurrency", min=1, max=64, help="Namespaces applied in parallel."),
+        ] = 8,
+    ) -> None:
+        """Apply the baseline bundle with server-side apply (field manager netiso)."""
+        from netiso.bootstrap.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
+        from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
+        from netiso.config import load_values, select_namespaces
+        from netiso.console import Status
+        from netiso.kube import connect
+
+        rep = reporter(ctx)
+        vals = load_values(values, provider=provider, namespaces=namespace or (),
+                           selector=selector, force=force)
+        with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
+            rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
+            targets, skipped = select_namespaces(vals, kube.namespace_labels())
+            for name, reason in skipped:
+                if reason.startswith("does not match selector"):
+                    rep.debug(f"namespace {name}: {reason}")
+                else:
+                    rep.status(Status.SKIPPED, f"namespace {name}: {reason}")
+            for note in bundle_notes(vals):
+                rep.info(note)
+            for warning in bundle_warnings(vals):
+                rep.warn(warning)
+            if not targets:
+                rep.warn("no target namespaces: nothing to apply")
+            desired = render_bundle(vals, targets)
+            rep.info(f"{'dry run: ' if dry_run else ''}{len(desired)} objects for "
+                     f"{len(targets)} namespaces")
+
+            def before_write(first: list[Any]) -> None:
+                for ns in first:
+                    if ns.isolated_pods:
+                        pods = ", ".join(ns.isolated_pods[:20])
+                        more = len(ns.isolated_pods) - 20
+                        rep.warn(
+                            f"namespace {ns.namespace}: first apply; {len(ns.isolated_pods)} "
+                            f"running pod(s) become isolated (ingress only from the same "
+                            f"namespace and the allowed apps/namespaces): {pods}"
+                            + (f" (+{more} more)" if more > 0 else "")
+                        )
+
+            def progress(ns: Any) -> None:
+                if ns.error:
+                    rep.status(Status.FAILED, f"namespace {ns.namespace}: {ns.error}")
+                else:
+                    rep.debug(f"namespace {ns.namespace}: {ns.state.value}")
+
+            report, error = apply_bundle(
+                kube, desired, targets, skipped, dry_run=dry_run, prune=prune,
+                force_conflicts=force_conflicts, workers=concurrency,
+                on_namespace=progress, before_write=before_write,
+            )
+        data = report.to_json()
+        rep.result(data, _table(data))
+        rep.info(LATER_NAMESPACES_NOTE)
+        if error is not None:
+            raise incomplete_error(report, error)

@@ -1,14 +1,53 @@
-"""`netiso uninstall`."""
+"""`netiso uninstall`: delete everything netiso created (and nothing else).
+
+Result: a table, or the ``UninstallResult`` JSON/YAML document documented in the README.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from netiso.errors import NotImplementedYet
+from netiso.commands._common import reporter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def _table(data: dict[str, Any]) -> Any:
+    def draw(console: Console) -> None:
+        from rich.table import Table
+
+        verb = "would delete" if data["dryRun"] else "deleted"
+        table = Table("KIND", "NAMESPACE", "NAME", "ACTION", box=None, pad_edge=False)
+        for t in data["deleted"]:
+            table.add_row(t["kind"], t["namespace"] or "-", t["name"], verb)
+        for t in data["skipped"]:
+            table.add_row(t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"])
+        if table.row_count:
+            console.print(table)
+        console.print(f"{len(data['deleted'])} objects {verb}; "
+                      f"{len(data['skipped'])} skipped", markup=False, highlight=False)
+
+    return draw
 
 
 def register(app: typer.Typer) -> None:
     @app.command("uninstall")
-    def uninstall() -> None:
-        """Not implemented yet (exits 2)."""
-        raise NotImplementedYet("uninstall")
+    def uninstall(
+        ctx: typer.Context,
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
+        ] = False,
+    ) -> None:
+        """Remove every object netiso created: bundle policies and verification leftovers."""
+        from netiso.bootstrap.uninstall import uninstall as run_uninstall
+        from netiso.kube import connect
+
+        rep = reporter(ctx)
+        with connect(rep.options.kubeconfig, rep.options.context) as kube:
+            rep.info(f"context {kube.context} at {kube.server}")
+            report = run_uninstall(kube, dry_run=dry_run)
+        data = report.to_json()
+        rep.result(data, _table(data))
