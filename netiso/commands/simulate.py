@@ -1,14 +1,362 @@
-"""`netiso simulate`."""
+"""`netiso simulate`: evaluate NetworkPolicies offline, for given flows or the whole matrix.
+
+The command is a thin shell over ``netiso.policy``: read files (and, with ``--live``, the
+current cluster through ``netiso.kube``), build one ``Cluster``, ask the ``Engine``. Its JSON is
+a contract other tools and CI scripts parse, so one schema serves every mode: a list of flows
+(given ones in the order given; the matrix as every pod to every destination's declared ports)
+and a summary. An ``expect`` that does not hold exits 3 after the result is printed, so a CI log
+shows the whole picture, not just the first failure.
+
+Heavy imports (YAML, the evaluator, the Kubernetes seam) stay inside the functions: ``netiso
+--help`` must not pay for them.
+"""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from netiso.errors import NotImplementedYet
+from netiso.commands._common import reporter
+from netiso.console import OutputFormat, Reporter, Status
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from netiso.policy import Cluster, Engine, Verdict
+
+
+@dataclass
+class FlowResult:
+    verdict: Verdict
+    expected: str | None  # "allow" | "deny" | None
+
+    @property
+    def ok(self) -> bool | None:
+        if self.expected is None:
+            return None
+        return self.verdict.allowed == (self.expected == "allow")
+
+    def to_json(self) -> dict[str, Any]:
+        v = self.verdict
+        return {
+            "from": v.src,
+            "to": v.dst,
+            "port": v.port,
+            "protocol": v.protocol.value,
+            "allowed": v.allowed,
+            "expected": self.expected,
+            "ok": self.ok,
+            "egress": v.egress.to_json(),
+            "ingress": v.ingress.to_json(),
+        }
 
 
 def register(app: typer.Typer) -> None:
     @app.command("simulate")
-    def simulate() -> None:
-        """Not implemented yet (exits 2)."""
-        raise NotImplementedYet("simulate")
+    def simulate(
+        ctx: typer.Context,
+        files: Annotated[
+            list[Path] | None,
+            typer.Argument(help="YAML/JSON files with Namespaces, Pods and NetworkPolicies "
+                                "('-' reads stdin).", show_default=False),
+        ] = None,
+        flows: Annotated[
+            Path | None,
+            typer.Option("--flows", help="YAML/JSON {flows: [{from, to, port, protocol?, "
+                                         "expect?: allow|deny}]}."),
+        ] = None,
+        src: Annotated[
+            str | None,
+            typer.Option("--from", help="Source: NAMESPACE/POD, ip:ADDRESS or ADDRESS."),
+        ] = None,
+        dst: Annotated[
+            str | None, typer.Option("--to", help="Destination: NAMESPACE/POD or an IP.")
+        ] = None,
+        port: Annotated[
+            str | None,
+            typer.Option("--port", help="Port number or name (default: the destination's "
+                                        "declared ports)."),
+        ] = None,
+        protocol: Annotated[
+            str | None, typer.Option("--protocol", help="TCP, UDP or SCTP (default TCP).")
+        ] = None,
+        live: Annotated[
+            bool,
+            typer.Option("--live", help="Also read Namespaces, Pods and NetworkPolicies from "
+                                        "the current cluster."),
+        ] = False,
+        output: Annotated[
+            OutputFormat | None,
+            typer.Option("--output", "-o", help="Result format (same as the global -o).",
+                         case_sensitive=False),
+        ] = None,
+    ) -> None:
+        """Evaluate NetworkPolicies offline: given flows, one flow, or the whole pod matrix.
+
+        Exit 0 when every expectation holds, 3 when one does not, 2 for bad input.
+        """
+        rep = reporter(ctx)
+        if output is not None:
+            rep.options.output = output
+        run(rep, files or [], flows=flows, src=src, dst=dst, port=port, protocol=protocol,
+            live=live)
+
+
+# --- the command's logic (callable without typer) ------------------------------------------
+
+def _read(path: Path) -> str:
+    from netiso.policy import PolicyInputError
+
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise PolicyInputError(f"{path}: cannot read: {reason}") from exc
+
+
+def load_cluster(rep: Reporter, files: list[Path], live: bool) -> Cluster:
+    """Files (in order), then the live cluster when asked, into one indexed cluster."""
+    from netiso.errors import UsageError
+    from netiso.policy import Cluster, LoadedObjects, load_objects, parse_documents
+
+    if not files and not live:
+        raise UsageError("netiso simulate: give at least one FILE, or --live")
+    loaded = LoadedObjects()
+    for path in files:
+        load_objects(parse_documents(_read(path), str(path)), str(path), into=loaded)
+    if live:
+        from netiso import kube
+
+        opts = rep.options
+        with kube.connect(opts.kubeconfig, opts.context) as k:
+            rep.info(f"reading Namespaces, Pods and NetworkPolicies from context {k.context}")
+            objs = k.list_namespaces() + k.list_pods() + k.list_network_policies()
+        load_objects(objs, "live cluster", into=loaded)
+    for note in loaded.skipped:
+        rep.status(Status.SKIPPED, note)
+    cluster = Cluster.from_loaded(loaded)
+    for note in cluster.notes:
+        rep.info(note)
+    rep.debug(f"{len(cluster.namespaces)} namespaces, {len(cluster.pods)} pods, "
+              f"{len(cluster.policies)} policies")
+    return cluster
+
+
+def _expect(value: Any, where: str) -> str | None:
+    from netiso.policy import PolicyInputError
+
+    if value is None:
+        return None
+    text = str(value).strip().lower()
+    if text not in ("allow", "deny"):
+        raise PolicyInputError(f"{where}: expect must be allow or deny, not {value!r}")
+    return text
+
+
+def flows_from_file(engine: Engine, path: Path) -> list[FlowResult]:
+    from netiso.policy import PolicyInputError, parse_documents
+
+    docs = parse_documents(_read(path), str(path))
+    if len(docs) != 1 or not isinstance(docs[0].get("flows"), list):
+        raise PolicyInputError(f"{path}: expected one document with a 'flows' list")
+    out = []
+    for i, item in enumerate(docs[0]["flows"]):
+        where = f"{path}: flows[{i}]"
+        if not isinstance(item, dict):
+            raise PolicyInputError(f"{where} is not a map")
+        missing = [k for k in ("from", "to", "port") if item.get(k) in (None, "")]
+        if missing:
+            raise PolicyInputError(f"{where}: missing {', '.join(missing)}")
+        where = f"{where} ({item['from']} -> {item['to']} port {item['port']})"
+        try:
+            flow = engine.flow(str(item["from"]), str(item["to"]), _port(item["port"]),
+                               item.get("protocol"))
+            verdict = engine.evaluate(flow)
+        except PolicyInputError as exc:
+            raise PolicyInputError(f"{where}: {exc.message}") from exc
+        out.append(FlowResult(verdict, _expect(item.get("expect"), where)))
+    return out
+
+
+def _port(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    return int(text) if text.isdigit() else text
+
+
+def single_flows(engine: Engine, src: str, dst: str, port: str | None,
+                 protocol: str | None) -> list[FlowResult]:
+    from netiso.policy import PodEndpoint, PolicyInputError, Protocol
+
+    try:
+        if port is not None:
+            return [FlowResult(engine.check(src, dst, _port(port), protocol), None)]
+        flow = engine.flow(src, dst, 1, protocol)
+        if not isinstance(flow.dst, PodEndpoint):
+            raise PolicyInputError(f"--port is needed for a destination outside the cluster "
+                                   f"({dst})")
+        pod = engine.cluster.pods[flow.dst.index]
+        ports = [cp for cp in pod.ports
+                 if flow.protocol is None or cp.protocol is flow.protocol]
+        if not ports:
+            raise PolicyInputError(f"pod {pod.key} declares no container ports: give --port")
+        seen: set[tuple[int, Protocol]] = set()
+        out = []
+        for cp in ports:
+            if (cp.number, cp.protocol) in seen:
+                continue
+            seen.add((cp.number, cp.protocol))
+            out.append(FlowResult(engine.check(src, dst, cp.number, cp.protocol), None))
+        return out
+    except PolicyInputError as exc:
+        raise PolicyInputError(f"--from {src} --to {dst}: {exc.message}") from exc
+
+
+def matrix_flows(engine: Engine) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Every pod to each destination's declared ports, in the JSON flow schema, from matrices."""
+    from netiso.policy import Direction, Protocol
+
+    cluster = engine.cluster
+    wanted: dict[tuple[int, Protocol], None] = {}
+    for pod in cluster.pods:
+        for cp in pod.ports:
+            wanted.setdefault((cp.number, cp.protocol), None)
+    matrices = {key: engine.matrix(*key) for key in sorted(wanted)}
+    iso = {
+        d: [cluster.policies_selecting(i, d) for i in range(len(cluster.pods))]
+        for d in Direction
+    }
+    rows: list[dict[str, Any]] = []
+    for d, dpod in enumerate(cluster.pods):
+        done: set[tuple[int, Protocol]] = set()
+        for cp in dpod.ports:
+            key = (cp.number, cp.protocol)
+            if key in done:
+                continue
+            done.add(key)
+            m = matrices[key]
+            for s, spod in enumerate(cluster.pods):
+                eg = m.egress_allows(s, d)
+                ing = m.ingress_allows(s, d)
+                rows.append({
+                    "from": spod.key, "to": dpod.key, "port": cp.number,
+                    "protocol": cp.protocol.value, "allowed": eg and ing,
+                    "expected": None, "ok": None,
+                    "egress": {"allowed": eg, "isolated": bool(iso[Direction.EGRESS][s]),
+                               "policies": list(iso[Direction.EGRESS][s])},
+                    "ingress": {"allowed": ing, "isolated": bool(iso[Direction.INGRESS][d]),
+                                "policies": list(iso[Direction.INGRESS][d])},
+                })
+    return rows, list(matrices.values())
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    allowed = sum(1 for r in rows if r["allowed"])
+    return {"total": len(rows), "allowed": allowed, "denied": len(rows) - allowed,
+            "mismatches": sum(1 for r in rows if r["ok"] is False)}
+
+
+def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str | None = None,
+        dst: str | None = None, port: str | None = None, protocol: str | None = None,
+        live: bool = False) -> dict[str, Any]:
+    """The whole command; returns the JSON document it printed."""
+    from netiso.errors import UsageError, VerificationFailed
+    from netiso.policy import Engine, portability_notes
+
+    if (src is None) != (dst is None):
+        raise UsageError("--from and --to go together")
+    if flows is not None and src is not None:
+        raise UsageError("give either --flows or --from/--to, not both")
+    if (port is not None or protocol is not None) and src is None:
+        raise UsageError("--port and --protocol apply to --from/--to")
+    if protocol is not None and protocol.upper() not in ("TCP", "UDP", "SCTP"):
+        raise UsageError(f"--protocol {protocol!r} is not TCP, UDP or SCTP")
+
+    cluster = load_cluster(rep, files, live)
+    engine = Engine(cluster)
+    for note in portability_notes(cluster):
+        rep.warn(note)
+
+    results: list[FlowResult] = []
+    if flows is not None:
+        results = flows_from_file(engine, flows)
+    elif src is not None and dst is not None:
+        results = single_flows(engine, src, dst, port, protocol)
+
+    if results:
+        rows = [r.to_json() for r in results]
+        doc = {"flows": rows, "summary": summary(rows)}
+        rep.result(doc, lambda console: _flow_table(console, results, doc["summary"]))
+    else:
+        rows, matrices = matrix_flows(engine)
+        doc = {"flows": rows, "summary": summary(rows)}
+        rep.result(doc, lambda console: _matrix_table(console, engine, matrices))
+
+    bad = doc["summary"]["mismatches"]
+    if bad:
+        raise VerificationFailed(f"{bad} of {len(rows)} flow expectations do not hold")
+    return doc
+
+
+# --- tables for people ---------------------------------------------------------------------
+
+def _flow_table(console: Console, results: list[FlowResult], totals: dict[str, int]) -> None:
+    from rich.text import Text
+
+    from netiso.policy import explain
+
+    for r in results:
+        v = r.verdict
+        line = Text()
+        line.append("ALLOW" if v.allowed else "DENY ", style="green" if v.allowed else "red")
+        line.append(f"  {v.src} -> {v.dst}  {v.protocol.value}/{v.port}")
+        if r.expected is not None:
+            line.append(f"  expect {r.expected}: ")
+            line.append("ok" if r.ok else "MISMATCH", style="green" if r.ok else "bold red")
+        console.print(line)
+        for text in explain(v):
+            console.print(Text("    " + text))
+    console.print(Text(f"{totals['total']} flows: {totals['allowed']} allowed, "
+                       f"{totals['denied']} denied, {totals['mismatches']} mismatches"))
+
+
+def _matrix_table(console: Console, engine: Engine, matrices: list[Any]) -> None:
+    from rich.text import Text
+
+    from netiso.policy import Direction
+
+    cluster = engine.cluster
+    if not matrices:
+        console.print(Text("no pod declares a container port: nothing to tabulate "
+                           "(use --from/--to with --port)"))
+        return
+    for m in matrices:
+        dsts = [i for i, p in enumerate(cluster.pods)
+                if any(cp.number == m.port and cp.protocol is m.protocol for cp in p.ports)]
+        console.print(Text(f"{m.protocol.value}/{m.port}: rows = from, columns = to "
+                           "('.' allowed, 'X' denied)", style="bold"))
+        width = len(str(len(dsts)))
+        label_w = max(len(p.key) for p in cluster.pods)
+        for digit in range(width):
+            head = "".join(str(n + 1).rjust(width)[digit] for n in range(len(dsts)))
+            console.print(Text(" " * (label_w + 2) + head))
+        for s, spod in enumerate(cluster.pods):
+            cells = "".join("." if m.allowed(s, d) else "X" for d in dsts)
+            console.print(Text(f"{spod.key.ljust(label_w)}  {cells}"))
+        for n, d in enumerate(dsts):
+            pod = cluster.pods[d]
+            iso = cluster.policies_selecting(d, Direction.INGRESS)
+            why = f"ingress isolated by {', '.join(iso)}" if iso else "ingress not isolated"
+            console.print(Text(f"  {str(n + 1).rjust(width)} = {pod.key}  ({why})"))
+        console.print(Text(""))
+    egress_iso = [p.key for i, p in enumerate(cluster.pods)
+                  if cluster.policies_selecting(i, Direction.EGRESS)]
+    if egress_iso:
+        console.print(Text("egress-isolated sources: " + ", ".join(egress_iso)))
