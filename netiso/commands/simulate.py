@@ -292,14 +292,16 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
 
     if results:
         rows = [r.to_json() for r in results]
-        doc = {"flows": rows, "summary": summary(rows)}
-        rep.result(doc, lambda console: _flow_table(console, results, doc["summary"]))
+        totals = summary(rows)
+        doc: dict[str, Any] = {"flows": rows, "summary": totals}
+        rep.result(doc, lambda console: _flow_table(console, results, totals))
     else:
         rows, matrices = matrix_flows(engine)
-        doc = {"flows": rows, "summary": summary(rows)}
+        totals = summary(rows)
+        doc = {"flows": rows, "summary": totals}
         rep.result(doc, lambda console: _matrix_table(console, engine, matrices))
 
-    bad = doc["summary"]["mismatches"]
+    bad = totals["mismatches"]
     if bad:
         raise VerificationFailed(f"{bad} of {len(rows)} flow expectations do not hold")
     return doc
