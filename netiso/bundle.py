@@ -270,11 +270,6 @@ def bundle_notes(values: Values) -> list[str]:
             "default-deny egress is on: it already blocks the metadata endpoints, so "
             f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value} is not rendered"
         )
-    if values.enabled(PolicyKey.ALLOW_FROM_NAMESPACES) and not values.allow_from_namespaces:
-        notes.append(
-            "allowFromNamespaces is empty: "
-            f"{NAME_PREFIX}{PolicyKey.ALLOW_FROM_NAMESPACES.value} is not rendered"
-        )
     return notes
 
 

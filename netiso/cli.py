@@ -9,10 +9,13 @@ SDKs, the Kubernetes client, YAML) inside its function body, so ``netiso --help`
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Annotated
 
 import typer
+import typer.main
+from typer.core import TyperGroup
 
 from netiso.commands import (
     apply,
@@ -50,27 +53,60 @@ def _global_options(
     ctx: typer.Context,
     kubeconfig: Annotated[
         str | None,
-        typer.Option("--kubeconfig", help="Kubeconfig file(s); default $KUBECONFIG or ~/.kube/config."),
+        typer.Option(
+            "--kubeconfig",
+            help="Kubeconfig file(s); default $KUBECONFIG or ~/.kube/config.",
+            metavar="FILE",
+        ),
     ] = None,
     context: Annotated[
-        str | None, typer.Option("--context", help="Kubeconfig context to use.")
+        str | None,
+        typer.Option("--context", help="Kubeconfig context to use.", metavar="NAME"),
     ] = None,
     output: Annotated[
         OutputFormat,
-        typer.Option("--output", "-o", help="Result format on stdout.", case_sensitive=False),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Result format on stdout: table, json or yaml.",
+            case_sensitive=False,
+            metavar="FORMAT",
+        ),
     ] = OutputFormat.TABLE,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail on stderr (repeatable).")
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="More detail on stderr (repeatable).",
+            metavar="",
+            show_default=False,
+        ),
     ] = 0,
     quiet: Annotated[
-        int, typer.Option("--quiet", "-q", count=True, help="Less detail on stderr.")
+        int,
+        typer.Option(
+            "--quiet",
+            "-q",
+            count=True,
+            help="Less detail on stderr.",
+            metavar="",
+            show_default=False,
+        ),
     ] = 0,
     no_color: Annotated[
-        bool, typer.Option("--no-color", help="No colour (also when NO_COLOR is set).")
+        bool,
+        typer.Option("--no-color", help="No colour (also when NO_COLOR is set).", metavar=""),
     ] = False,
     yes: Annotated[
         bool,
-        typer.Option("--yes", "-y", help="Assume yes for disruptive steps; required without a TTY."),
+        typer.Option(
+            "--yes",
+            "-y",
+            help="Assume yes for disruptive steps; required without a TTY.",
+            metavar="",
+        ),
     ] = False,
 ) -> None:
     ctx.obj = Reporter(
@@ -101,8 +137,77 @@ for _module in (
     _module.register(app)
 
 
+# Global options, so they may also follow the subcommand (`netiso render -n x -o json`).
+_GLOBAL_VALUED = frozenset({"--kubeconfig", "--context", "--output", "-o"})
+_GLOBAL_FLAGS = frozenset({"--verbose", "--quiet", "--no-color", "--yes", "-y"})
+_SHORT_COUNTS = re.compile(r"^-[vq]+$")
+
+
+def _is_global(arg: str) -> tuple[bool, bool]:
+    """(is a global option, consumes the next argument)."""
+    name = arg.split("=", 1)[0]
+    if name in _GLOBAL_VALUED:
+        return True, "=" not in arg
+    if arg.startswith("-o") and not arg.startswith("--"):
+        return True, False  # -ojson
+    return arg in _GLOBAL_FLAGS or bool(_SHORT_COUNTS.match(arg)), False
+
+
+def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
+    """Move global options found after the subcommand in front of it.
+
+    Click only accepts a group's options before the subcommand; people type
+    `netiso render -n prod -o json`. Options the subcommand defines itself stay where they are,
+    and so does everything after `--`.
+    """
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        is_global, takes_value = _is_global(args[i])
+        i += 2 if is_global and takes_value else 1
+    if i >= len(args) or args[i] not in group.commands:
+        return args
+    command = group.commands[args[i]]
+    own: dict[str, bool] = {}
+    for param in command.params:
+        takes_value = not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+        for opt in (*param.opts, *param.secondary_opts):
+            own[opt] = takes_value
+    moved: list[str] = []
+    rest: list[str] = []
+    tail = args[i + 1 :]
+    j = 0
+    while j < len(tail):
+        arg = tail[j]
+        if arg == "--":
+            rest += tail[j:]
+            break
+        name = arg.split("=", 1)[0]
+        if name in own:
+            step = 2 if own[name] and "=" not in arg else 1
+            rest += tail[j : j + step]
+            j += step
+            continue
+        is_global, takes_value = _is_global(arg)
+        if is_global:
+            step = 2 if takes_value else 1
+            moved += tail[j : j + step]
+            j += step
+        else:
+            rest.append(arg)
+            j += 1
+    return [*args[:i], *moved, args[i], *rest]
+
+
 def _verbosity(argv: list[str]) -> int:
-    return sum(a.count("v") for a in argv if a.startswith("-") and not a.startswith("--") and set(a[1:]) == {"v"}) + argv.count("--verbose")
+    count = 0
+    for arg in argv:
+        if arg == "--":
+            break
+        if arg == "--verbose":
+            count += 1
+        elif re.fullmatch(r"-v+", arg):
+            count += len(arg) - 1
+    return count
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,9 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click_exc
     from typer.exceptions import Abort, Exit
 
-    args = sys.argv[1:] if argv is None else argv
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=args, prog_name="netiso", standalone_mode=False)
+        group = typer.main.get_command(app)
+        assert isinstance(group, TyperGroup)
+        args = hoist_global_options(group, args)
+        group.main(args=args, prog_name="netiso", standalone_mode=False)
     except NetisoError as exc:
         if _verbosity(args) > 0:
             import traceback
@@ -121,15 +229,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"netiso: error: {exc.one_line()}\n")
         sys.exit(int(exc.exit_code))
     except click_exc.NoArgsIsHelpError as exc:
-        # Bare `netiso` / bare group: help is the useful answer, exit 0.
-        if exc.ctx is not None:
-            sys.stdout.write(exc.ctx.get_help() + "\n")
+        # Bare `netiso`: help is the useful answer, exit 0. Building the exception already
+        # rendered the help (typer's rich formatter prints while formatting and returns ""),
+        # so print only what plain formatting returned, never a second copy.
+        text = exc.format_message()
+        if text.strip():
+            sys.stdout.write(text + "\n")
         sys.exit(0)
-    except click_exc.UsageError as exc:
-        sys.stderr.write(f"netiso: error: {exc.format_message().splitlines()[0]}\n")
-        sys.exit(int(ExitCode.USAGE))
     except click_exc.ClickException as exc:
-        sys.stderr.write(f"netiso: error: {exc.format_message().splitlines()[0]}\n")
+        message = exc.format_message().strip().splitlines()
+        sys.stderr.write(f"netiso: error: {message[0] if message else type(exc).__name__}\n")
         sys.exit(int(ExitCode.USAGE))
     except Exit as exc:
         sys.exit(exc.exit_code)
@@ -140,7 +249,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write("netiso: interrupted\n")
         sys.exit(130)
     except BrokenPipeError:
-        # `netiso render | head`: the reader left; that is not a failure of ours.
+        # `netiso render | head`: the reader left; that is not a failure of ours. Point stdout
+        # at devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
         if _verbosity(args) > 0:

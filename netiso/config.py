@@ -265,6 +265,8 @@ class _At:
         self.path = path
 
     def __truediv__(self, part: str | int) -> _At:
+        if isinstance(part, int) and not self.path and self.source.startswith("--"):
+            return self  # a repeated flag: "--namespace: ..." says enough, no index
         if isinstance(part, int):
             return _At(self.source, f"{self.path}[{part}]")
         return _At(self.source, f"{self.path}.{part}" if self.path else part)
