@@ -1,0 +1,202 @@
+"""NetworkPolicy enforcement on/off: kube-router's firewall controller inside each node netns.
+
+kube-router runs with only ``--run-firewall`` (no BGP router, no service proxy) under
+``ip netns exec netiso-node-N``, so the iptables chains and ipsets it programs live in that node's
+namespace and never in the host's. It finds "its" pods by ``status.hostIP`` equal to the node's
+InternalIP, so the node agent's truthful pod status is what makes enforcement line up.
+
+``on`` returns only when every node's filter table has kube-router's top-level chains hooked in
+(FORWARD -> KUBE-ROUTER-FORWARD) — before that, policies are accepted but not enforced, which is
+exactly the state a test of "enforcement off" wants to be able to tell apart.
+
+``off`` stops kube-router and removes its rules itself: v2.1.0's ``--cleanup-config`` builds an
+empty policy controller whose cleanup iterates no iptables handler, so it would leave every chain
+in place. The sweep drops every chain with a kube-router prefix (and each rule jumping to one)
+from the filter table via iptables-save/restore, then destroys kube-router's ipsets; rules other
+lab parts put in the node namespace are kept verbatim.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tests.lab import build, controlplane
+
+KUBE_ROUTER_CHAIN = re.compile(r"KUBE-(ROUTER|NWPLCY|POD-FW|SRC|DST)-[A-Za-z0-9_-]*")
+_IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "KUBE-ROUTER-", "inet6:KUBE-")
+_TOP_CHAINS = ("KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT")
+
+RBAC = """
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: netiso-lab:kube-router
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, nodes, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch, update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: netiso-lab:kube-router
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: netiso-lab:kube-router
+subjects:
+- apiGroup: rbac.authorization.k8s.io
+  kind: User
+  name: system:kube-router
+"""
+
+
+@dataclass(frozen=True)
+class EnforcedNode:
+    """What the switch needs to know about a node: its Node name and its netns."""
+
+    name: str
+    netns: str
+
+
+def process_name(node: EnforcedNode) -> str:
+    return f"kube-router-{node.name}"
+
+
+def _netns(netns: str, *argv: str, check: bool = True, stdin: str | None = None) -> str:
+    proc = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin,
+                          capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise controlplane.LabError(
+            f"`{' '.join(argv)}` in netns {netns} failed: {proc.stderr.strip()}"
+        )
+    return proc.stdout
+
+
+def chains(netns: str) -> list[str]:
+    """kube-router chains present in the filter table of ``netns``."""
+    out = _netns(netns, "iptables-save", "-t", "filter", check=False)
+    return sorted({m.group(0) for m in re.finditer(r"^:(\S+)", out, re.M)
+                   if KUBE_ROUTER_CHAIN.fullmatch(m.group(1))})
+
+
+def ipsets(netns: str) -> list[str]:
+    out = _netns(netns, "ipset", "list", "-n", check=False)
+    return sorted(n for n in out.split() if n.startswith(_IPSET_PREFIXES))
+
+
+def _hooked(netns: str) -> bool:
+    out = _netns(netns, "iptables-save", "-t", "filter", check=False)
+    return all(re.search(rf"^-A {base} .*-j {chain}\b", out, re.M)
+               for base, chain in (("FORWARD", "KUBE-ROUTER-FORWARD"),
+                                   ("INPUT", "KUBE-ROUTER-INPUT"),
+                                   ("OUTPUT", "KUBE-ROUTER-OUTPUT")))
+
+
+def _apply_rbac() -> None:
+    kubectl = build.binary("kubectl")
+    proc = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(controlplane.paths().admin_kubeconfig),
+         "apply", "--server-side", "--field-manager=netiso-lab", "-f", "-"],
+        input=RBAC, capture_output=True, text=True, check=False,
+    )
+    if proc.returncode != 0:
+        raise controlplane.LabError(f"applying kube-router RBAC failed: {proc.stderr.strip()}")
+
+
+def _argv(node: EnforcedNode) -> list[str]:
+    return [
+        "ip", "netns", "exec", node.netns,
+        str(build.binary("kube-router")),
+        f"--kubeconfig={controlplane.paths().kubeconfig('kube-router')}",
+        f"--hostname-override={node.name}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--run-loadbalancer=false",
+        "--enable-cni=false",
+        "--enable-ipv4=true",
+        "--enable-ipv6=false",
+        f"--service-cluster-ip-range={controlplane.SERVICE_CIDR}",
+        # The default 5 min full resync is a safety net only; policy/pod events drive syncs.
+        "--iptables-sync-period=1m",
+        "--metrics-port=0",
+        "--v=1",
+    ]
+
+
+def on(nodes: Sequence[EnforcedNode], *, timeout: float = 60.0) -> None:
+    """Start kube-router in every node netns (if not running) and wait for its chains."""
+    _apply_rbac()
+    for node in nodes:
+        if controlplane.running(process_name(node)) is None:
+            controlplane.start_process(process_name(node), _argv(node))
+    deadline = time.monotonic() + timeout
+    pending = list(nodes)
+    while pending:
+        pending = [n for n in pending if not _hooked(n.netns)]
+        for node in pending:
+            if controlplane.running(process_name(node)) is None:
+                log = controlplane.paths().log(process_name(node))
+                raise controlplane.LabError(f"kube-router on {node.name} exited; see {log}")
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(n.name for n in pending)
+            raise controlplane.LabError(f"kube-router chains missing on {names} after {timeout} s")
+        if pending:
+            time.sleep(0.2)
+
+
+def _sweep_filter_table(netns: str) -> None:
+    saved = _netns(netns, "iptables-save", "-t", "filter", check=False)
+    if not KUBE_ROUTER_CHAIN.search(saved):
+        return
+    kept = []
+    for line in saved.splitlines():
+        if line.startswith(":") and KUBE_ROUTER_CHAIN.fullmatch(line[1:].split()[0]):
+            continue
+        if line.startswith("-A") and KUBE_ROUTER_CHAIN.search(line):
+            continue
+        kept.append(line)
+    _netns(netns, "iptables-restore", "-T", "filter", stdin="\n".join(kept) + "\n")
+
+
+def cleanup(netns: str) -> None:
+    """Remove every kube-router chain, rule and ipset from ``netns``."""
+    _sweep_filter_table(netns)
+    for name in ipsets(netns):
+        _netns(netns, "ipset", "destroy", name, check=False)
+
+
+def off(nodes: Sequence[EnforcedNode]) -> None:
+    """Stop kube-router everywhere and leave no KUBE-ROUTER chains or ipsets behind."""
+    for node in nodes:
+        controlplane.stop_process(process_name(node))
+    for node in nodes:
+        cleanup(node.netns)
+        left = chains(node.netns) + ipsets(node.netns)
+        if left:
+            raise controlplane.LabError(f"kube-router leftovers in {node.netns}: {left}")
+
+
+def state(nodes: Sequence[EnforcedNode]) -> str:
+    """``on`` (every node enforcing), ``off`` (none), or ``partial``."""
+    flags = [controlplane.running(process_name(n)) is not None and _hooked(n.netns)
+             for n in nodes]
+    if flags and all(flags):
+        return "on"
+    if not any(flags) and not any(chains(n.netns) for n in nodes):
+        return "off"
+    return "partial"

@@ -1,0 +1,290 @@
+"""Orchestrate the whole lab: build, network, control plane, node agent, DNS, enforcement.
+
+``up`` is idempotent and incremental: every step first looks at what is already running (pid
+files checked against /proc, readiness endpoints, Node conditions) and only starts what is
+missing, so a second ``up`` on a healthy lab costs a few API calls. ``down`` never trusts state it
+may have lost in a crash: it kills by pid file, then by scanning /proc for anything running one of
+our cached binaries or a ``tests.lab.*`` module (or carrying the network's process marker), then
+lets the network remove namespaces, links, chains and ipsets by their reserved names.
+
+The lab's shape (flavour, nodes) is written to ``<state>/lab.json`` by ``up`` so that ``status``,
+``enforce`` and the pytest fixture act on the lab that is actually running, not on defaults.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tests.lab import build, controlplane, enforcement, network
+
+FLAVORS = ("generic", "eks", "gke", "aks")
+NODE_AGENT = "node-agent"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+Log = Callable[[str], None]
+
+
+def _stderr(text: str) -> None:
+    print(f"lab: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class LabSpec:
+    flavor: str = "generic"
+    nodes: list[network.NodeSpec] = field(default_factory=network.default_nodes)
+    enforce: bool = True
+
+    def enforced_nodes(self) -> list[enforcement.EnforcedNode]:
+        return [enforcement.EnforcedNode(n.name, n.netns) for n in self.nodes]
+
+    def to_json(self) -> str:
+        return json.dumps({"flavor": self.flavor, "enforce": self.enforce,
+                           "nodes": [asdict(n) for n in self.nodes]}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> LabSpec:
+        data = json.loads(text)
+        return cls(flavor=data["flavor"], enforce=bool(data.get("enforce", True)),
+                   nodes=[network.NodeSpec(**n) for n in data["nodes"]])
+
+
+def host_unavailable_reason() -> str | None:
+    """Why this machine cannot host the lab, or None when it can."""
+    if not sys.platform.startswith("linux"):
+        return f"the lab needs Linux network namespaces (this is {sys.platform})"
+    if os.geteuid() != 0:
+        return "the lab needs root (network namespaces, iptables, ipset)"
+    for tool in ("ip", "iptables", "ipset", "busybox", "nsenter"):
+        if shutil.which(tool) is None:
+            return f"`{tool}` is missing; run `bash tests/lab/setup.sh`"
+    return None
+
+
+def spec_file() -> Path:
+    return controlplane.state_dir() / "lab.json"
+
+
+def load_spec() -> LabSpec | None:
+    """The shape of the running (or last started) lab; None when no lab state exists."""
+    try:
+        return LabSpec.from_json(spec_file().read_text())
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _save_spec(spec: LabSpec) -> None:
+    spec_file().parent.mkdir(parents=True, exist_ok=True)
+    tmp = spec_file().with_suffix(".tmp")
+    tmp.write_text(spec.to_json())
+    os.replace(tmp, spec_file())
+
+
+def make_spec(flavor: str = "generic", node_count: int = 2, enforce: bool = True) -> LabSpec:
+    if flavor not in FLAVORS:
+        raise ValueError(f"unknown flavour {flavor!r}; choose one of {', '.join(FLAVORS)}")
+    if node_count not in (1, 2):
+        raise ValueError("the lab has 1 or 2 nodes")
+    return LabSpec(flavor=flavor, nodes=network.default_nodes()[:node_count], enforce=enforce)
+
+
+# --------------------------------------------------------------------------- node agent
+
+
+def _agent_argv(spec: LabSpec) -> list[str]:
+    p = controlplane.paths()
+    argv = [sys.executable, "-m", "tests.lab.node_agent",
+            "--kubeconfig", str(p.admin_kubeconfig), "--state-dir", str(p.root),
+            "--flavor", spec.flavor]
+    for node in spec.nodes:
+        argv += ["--node", str(node)]
+    return argv
+
+
+def _agent_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # The agent must import tests.lab from this checkout whatever the caller's cwd/venv setup.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def _nodes_ready(names: list[str]) -> tuple[bool, str]:
+    status, body = controlplane.api_get("/api/v1/nodes")
+    if status != 200:
+        return False, f"HTTP {status}"
+    ready = set()
+    for item in json.loads(body).get("items", []):
+        for cond in item.get("status", {}).get("conditions", []):
+            if cond.get("type") == "Ready" and cond.get("status") == "True":
+                ready.add(item["metadata"]["name"])
+    missing = [n for n in names if n not in ready]
+    return not missing, f"not Ready: {', '.join(missing)}" if missing else "all Ready"
+
+
+def _start_agent(spec: LabSpec, log: Log) -> None:
+    if controlplane.running(NODE_AGENT) is not None:
+        return
+    log("starting the node agent")
+    controlplane.start_process(NODE_AGENT, _agent_argv(spec), env=_agent_env())
+
+
+def _wait_until(what: str, check: Callable[[], tuple[bool, str]], timeout: float,
+                proc: str | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    detail = ""
+    while True:
+        try:
+            ok, detail = check()
+        except (OSError, http.client.HTTPException) as exc:
+            ok, detail = False, str(exc)
+        if ok:
+            return
+        if proc is not None and controlplane.running(proc) is None:
+            raise controlplane.LabError(
+                f"{proc} exited while waiting for {what}; see {controlplane.paths().log(proc)}"
+            )
+        if time.monotonic() > deadline:
+            raise controlplane.LabError(f"{what}: timed out after {timeout:.0f} s ({detail})")
+        time.sleep(0.25)
+
+
+def _default_sa_exists() -> tuple[bool, str]:
+    status, _ = controlplane.api_get("/api/v1/namespaces/default/serviceaccounts/default")
+    return status == 200, f"HTTP {status}"
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
+    """Bring the lab up (or complete a partial one). Returns seconds per phase."""
+    spec = spec or load_spec() or make_spec()
+    running_spec = load_spec()
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:
+        nonlocal t0
+        now = time.monotonic()
+        timings[name] = now - t0
+        t0 = now
+
+    built = build.build(log=log)
+    if built:
+        log(f"built {', '.join(built)}")
+    phase("build")
+
+    if (running_spec is not None and controlplane.running(NODE_AGENT) is not None
+            and (running_spec.flavor, running_spec.nodes) != (spec.flavor, spec.nodes)):
+        # A running agent was started for another shape; nodes must be re-registered.
+        log(f"restarting the node agent: flavour {running_spec.flavor} -> {spec.flavor}")
+        controlplane.stop_process(NODE_AGENT)
+    _save_spec(spec)
+
+    log("network: fabric, nodes, metadata host, safety rules")
+    network.up(spec.nodes)
+    phase("network")
+
+    log("control plane: etcd, kube-apiserver, kube-controller-manager")
+    controlplane.up()
+    phase("control plane")
+
+    _start_agent(spec, log)
+    _wait_until("nodes Ready", lambda: _nodes_ready([n.name for n in spec.nodes]), 60,
+                proc=NODE_AGENT)
+    _wait_until("default ServiceAccount", _default_sa_exists, 60)
+    phase("nodes")
+
+    set_enforcement(spec.enforce, spec=spec, log=log)
+    phase("enforcement")
+    return timings
+
+
+def set_enforcement(enabled: bool, *, spec: LabSpec | None = None, log: Log = _stderr) -> None:
+    """Turn NetworkPolicy enforcement on or off on every node of the running lab."""
+    spec = spec or load_spec()
+    if spec is None:
+        raise controlplane.LabError("no lab is running (no lab.json); run `python -m tests.lab up`")
+    if enabled:
+        log("enforcement: starting kube-router (firewall only) in each node netns")
+        enforcement.on(spec.enforced_nodes())
+    else:
+        log("enforcement: stopping kube-router and removing its chains and ipsets")
+        enforcement.off(spec.enforced_nodes())
+    spec.enforce = enabled
+    _save_spec(spec)
+
+
+def down(*, log: Log = _stderr) -> list[str]:
+    """Stop and remove everything the lab created. Idempotent. Returns leftovers (empty = clean)."""
+    spec = load_spec()
+    names = [NODE_AGENT, *reversed(controlplane.CONTROL_PLANE)]
+    if spec is not None:
+        names = [enforcement.process_name(n) for n in spec.enforced_nodes()] + names
+    for name in names:
+        controlplane.stop_process(name, grace=3.0)
+    strays = controlplane.scan_lab_processes()
+    if strays:
+        log(f"killing {len(strays)} stray lab process(es): {strays}")
+        controlplane.kill_pids(strays, grace=2.0)
+    network.down()
+    root = controlplane.state_dir()
+    if root.is_dir():
+        # Logs stay for post-mortems (they are appended to on the next up); the rest must go:
+        # a stale etcd would resurrect pods bound to namespaces that no longer exist.
+        for entry in root.iterdir():
+            if entry.name == "logs":
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    left = network.leftovers()
+    left += [f"process {pid}" for pid in controlplane.scan_lab_processes()]
+    return left
+
+
+def status() -> list[tuple[str, str]]:
+    """(component, state) pairs, one per component, for humans and for the fixture."""
+    spec = load_spec()
+    rows: list[tuple[str, str]] = []
+    present = network.list_netns()
+    rows.append(("network", f"up ({len(present)} netns)" if network.FABRIC_NS in present
+                 else "down"))
+    rows += list(controlplane.status().items())
+    pid = controlplane.running(NODE_AGENT)
+    if pid is None:
+        rows.append((NODE_AGENT, "stopped"))
+    else:
+        try:
+            detail = _nodes_ready([n.name for n in spec.nodes] if spec else [])[1]
+        except (OSError, http.client.HTTPException) as exc:
+            detail = str(exc)
+        rows.append((NODE_AGENT, f"running (pid {pid}); {detail}"))
+    if spec is None:
+        rows.append(("enforcement", "unknown (no lab.json)"))
+        rows.append(("flavor", "unknown"))
+    else:
+        rows.append(("enforcement", enforcement.state(spec.enforced_nodes())))
+        rows.append(("flavor", spec.flavor))
+    return rows
+
+
+def is_up() -> bool:
+    """True when a complete lab is running (the fixture reuses it instead of starting one)."""
+    spec = load_spec()
+    if spec is None or controlplane.running(NODE_AGENT) is None:
+        return False
+    if any(controlplane.running(n) is None for n in controlplane.CONTROL_PLANE):
+        return False
+    try:
+        return _nodes_ready([n.name for n in spec.nodes])[0]
+    except OSError:
+        return False
