@@ -51,12 +51,12 @@ from kubernetes.config import kube_config as _kube_config
 from netiso.errors import OperationFailed, PreconditionFailed, UsageError
 
 # The client's loader functions are untyped; call them through Any-typed names.
-_load_incluster: Any = _incluster.load_incluster_config
+_InClusterLoader: Any = _incluster.InClusterConfigLoader
 _Merger: Any = _kube_config.KubeConfigMerger
 _Loader: Any = _kube_config.KubeConfigLoader
 
 FIELD_MANAGER = "netiso"
-IN_CLUSTER_TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+IN_CLUSTER_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 Obj = dict[str, Any]
 
@@ -243,6 +243,13 @@ class Request:
 
 
 _USER_RE = re.compile(r'User "([^"]+)"')
+# The authorizer's own words: `cannot create resource "networkpolicies" in API group
+# "networking.k8s.io" in the namespace "a"`. Server-side apply of a new object is a PATCH whose
+# create half is authorised separately as "create", so the refused verb is read from here.
+_CANNOT_RE = re.compile(
+    r'cannot (?P<verb>[a-z]+) resource "(?P<resource>[^"]+)"'
+    r'(?: in API group "(?P<group>[^"]*)")?(?: in the namespace "(?P<ns>[^"]+)")?'
+)
 _MANAGER_RE = re.compile(r'conflict with "([^"]+)"')
 
 
@@ -266,9 +273,17 @@ def translate_status(
         user_match = _USER_RE.search(message)
         user = user_match.group(1) if user_match else None
         as_user = f" as {user}" if user else ""
+        verb, resource, namespace = req.verb, req.rt.qualified, req.namespace
+        cannot = _CANNOT_RE.search(message)
+        if cannot:
+            verb = cannot.group("verb")
+            group = cannot.group("group")
+            resource = f"{cannot.group('resource')}.{group}" if group else cannot.group("resource")
+            namespace = cannot.group("ns") or namespace
+            what = Request(verb, req.rt, namespace, req.name).describe()
         return Forbidden(
             f"forbidden{as_user}: cannot {what}",
-            verb=req.verb, resource=req.rt.qualified, namespace=req.namespace, user=user,
+            verb=verb, resource=resource, namespace=namespace, user=user,
             hint="bind the ClusterRole printed by `netiso render --rbac` to this identity",
         )
     if status == 404:
@@ -348,8 +363,8 @@ def first_current_context(configs: Sequence[Mapping[str, Any] | None]) -> str | 
     return None
 
 
-def _in_cluster_available(environ: Mapping[str, str]) -> bool:
-    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and IN_CLUSTER_TOKEN.exists()
+def _in_cluster_available(environ: Mapping[str, str], sa_dir: Path) -> bool:
+    return bool(environ.get("KUBERNETES_SERVICE_HOST")) and (sa_dir / "token").exists()
 
 
 class _LogCapture(logging.Handler):
@@ -364,7 +379,7 @@ class _LogCapture(logging.Handler):
 
 
 def _load_configuration(
-    kubeconfig: str | None, context: str | None, environ: Mapping[str, str]
+    kubeconfig: str | None, context: str | None, environ: Mapping[str, str], sa_dir: Path
 ) -> tuple[Any, KubeconfigSource]:
     cfg = Configuration()
     paths = kubeconfig_paths(kubeconfig, environ)
@@ -372,9 +387,12 @@ def _load_configuration(
     if kubeconfig and not existing:
         raise UsageError(f"kubeconfig not found: {kubeconfig}")
     if not existing:
-        if _in_cluster_available(environ) and not context:
+        if _in_cluster_available(environ, sa_dir) and not context:
             try:
-                _load_incluster(client_configuration=cfg)
+                _InClusterLoader(
+                    token_filename=str(sa_dir / "token"), cert_filename=str(sa_dir / "ca.crt"),
+                    environ=environ,
+                ).load_and_set(cfg)
             except ConfigException as exc:
                 raise UsageError(f"in-cluster configuration unusable: {exc}") from exc
             return cfg, KubeconfigSource(in_cluster=True, context="in-cluster")
@@ -393,7 +411,9 @@ def _load_configuration(
         merged = merger.config
         if merged is None:
             raise UsageError(f"kubeconfig {', '.join(existing)} holds no configuration")
-        names = [str(c.get("name")) for c in (merged.value.get("contexts") or [])]
+        # The merger wraps each entry in a ConfigNode (its ``value`` is the dict).
+        names = [str(getattr(c, "value", c).get("name"))
+                 for c in (merged.value.get("contexts") or [])]
         active = context or first_current_context(configs)
         if not active:
             raise UsageError(
@@ -419,9 +439,9 @@ def _load_configuration(
         raise UsageError(f"kubeconfig {', '.join(existing)}: {exc}") from exc
     user = loader._user  # the loader exposes no accessor for the active user entry
     if user is not None and "exec" in user and not (
-        cfg.api_key.get("authorization") or cfg.cert_file
+        cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization") or cfg.cert_file
     ):
-        command = user["exec"].get("command", "?")
+        command = getattr(user["exec"], "value", {}).get("command", "?")
         why = "; ".join(capture.messages) or "it returned no credentials"
         raise OperationFailed(
             f"the exec credential plugin {command!r} of context {active!r} failed: {why}",
@@ -777,10 +797,11 @@ def connect(
     workers: int = 8,
     timeout: float = 30.0,
     environ: Mapping[str, str] | None = None,
+    in_cluster_dir: Path = IN_CLUSTER_DIR,
 ) -> Kube:
     """Open a connection from kubeconfig (kubectl's rules) or the in-cluster ServiceAccount."""
     cfg, source = _load_configuration(
-        kubeconfig, context, os.environ if environ is None else environ
+        kubeconfig, context, os.environ if environ is None else environ, in_cluster_dir
     )
     cfg.connection_pool_maxsize = max(4, workers + 2)
     # urllib3 retries connects 3 times by default; a dead server should fail in seconds so

@@ -1,0 +1,191 @@
+"""Pure parts of apply / status / uninstall: classification, diffs, drift, ownership."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from netiso.bootstrap.apply import (
+    Action,
+    ApplyReport,
+    NamespaceResult,
+    NamespaceState,
+    ObjectChange,
+    classify,
+    group_by_namespace,
+    incomplete_error,
+    object_diff,
+    prune_candidates,
+    running_pods_by_namespace,
+)
+from netiso.bootstrap.status import (
+    PolicyState,
+    build_status,
+    normalize_spec,
+    policy_state,
+    selector_matches,
+)
+from netiso.bootstrap.uninstall import is_netiso_created
+from netiso.bundle import render_bundle
+from netiso.config import load_values
+from netiso.errors import ExitCode
+from netiso.kube import Unreachable
+
+
+def _np(ns: str, name: str, *, rv: str = "1", labels: dict[str, str] | None = None,
+        spec: dict[str, Any] | None = None, managers: tuple[str, ...] = ("netiso",)
+        ) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": ns, "resourceVersion": rv, "uid": f"uid-{name}",
+                     "labels": labels if labels is not None
+                     else {"app.kubernetes.io/managed-by": "netiso"},
+                     "managedFields": [{"manager": m, "operation": "Apply"} for m in managers]},
+        "spec": spec if spec is not None else {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+
+
+def test_classify() -> None:
+    live = _np("a", "p", rv="5")
+    assert classify(None, live, dry_run=False) is Action.CREATE
+    assert classify(live, _np("a", "p", rv="5"), dry_run=False) is Action.UNCHANGED
+    assert classify(live, _np("a", "p", rv="6"), dry_run=False) is Action.UPDATE
+    # A dry run does not move resourceVersion: the content decides.
+    changed = _np("a", "p", rv="5", spec={"podSelector": {"matchLabels": {"x": "y"}}})
+    assert classify(live, changed, dry_run=True) is Action.UPDATE
+    same_but_new_managed_fields = copy.deepcopy(live)
+    same_but_new_managed_fields["metadata"]["managedFields"].append({"manager": "other"})
+    assert classify(live, same_but_new_managed_fields, dry_run=True) is Action.UNCHANGED
+
+
+def test_object_diff_shows_the_change() -> None:
+    before = _np("a", "p")
+    after = _np("a", "p", spec={"podSelector": {"matchLabels": {"app": "web"}}})
+    diff = object_diff(before, after, "a/p")
+    assert "--- live/a/p" in diff
+    assert "+    matchLabels:" in diff
+    assert object_diff(before, copy.deepcopy(before), "a/p") == ""
+
+
+def test_prune_candidates_only_names_missing_from_the_bundle() -> None:
+    live = [_np("a", "netiso-old"), _np("a", "netiso-default-deny-ingress")]
+    stale = prune_candidates(live, {"netiso-default-deny-ingress"})
+    assert [o["metadata"]["name"] for o in stale] == ["netiso-old"]
+
+
+def test_running_pods_exclude_host_network_and_finished() -> None:
+    pods: list[dict[str, Any]] = [
+        {"metadata": {"name": "web", "namespace": "a"}, "spec": {}, "status": {"phase": "Running"}},
+        {"metadata": {"name": "done", "namespace": "a"}, "spec": {},
+         "status": {"phase": "Succeeded"}},
+        {"metadata": {"name": "hostnet", "namespace": "a"}, "spec": {"hostNetwork": True},
+         "status": {"phase": "Running"}},
+    ]
+    assert running_pods_by_namespace(pods) == {"a": ["web"]}
+
+
+def test_incomplete_error_names_applied_and_not_applied() -> None:
+    report = ApplyReport(False, "https://api", "ctx", True, [
+        NamespaceResult("a", NamespaceState.APPLIED,
+                        [ObjectChange("a", "NetworkPolicy", "p", Action.CREATE)]),
+        NamespaceResult("b", NamespaceState.PARTIAL,
+                        [ObjectChange("b", "NetworkPolicy", "p", Action.CREATE)]),
+        NamespaceResult("c", NamespaceState.FAILED),
+        NamespaceResult("d", NamespaceState.NOT_ATTEMPTED),
+    ], [])
+    err = incomplete_error(report, Unreachable("cannot reach the API server at https://api"))
+    line = err.one_line()
+    assert "applied 1 of 4 namespaces" in line
+    assert "applied: a" in line
+    assert "partly applied: b" in line
+    assert "not applied: c, d" in line
+    assert "https://api" in line
+    assert err.exit_code is ExitCode.FAILED
+    assert report.to_json()["summary"]["changed"] == 2
+
+
+def test_group_by_namespace() -> None:
+    objs = [_np("a", "x"), _np("b", "y"), _np("a", "z")]
+    grouped = group_by_namespace(objs)
+    assert sorted(grouped) == ["a", "b"]
+    assert [o["metadata"]["name"] for o in grouped["a"]] == ["x", "z"]
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def test_normalize_spec_applies_api_defaults() -> None:
+    rendered = {"podSelector": {}, "ingress": [{"ports": [{"port": 8000}]}], "egress": []}
+    assert normalize_spec(rendered) == {
+        "podSelector": {}, "ingress": [{"ports": [{"port": 8000, "protocol": "TCP"}]}],
+        "policyTypes": ["Ingress"],
+    }
+    # `ingress: [{}]` (allow all) must not collapse into "no ingress rules".
+    assert normalize_spec({"podSelector": {}, "ingress": [{}]})["ingress"] == [{}]
+
+
+def test_bundle_policies_in_sync_drifted_missing() -> None:
+    values = load_values(None, namespaces=["team-a"])
+    desired = render_bundle(values, ["team-a"])
+    assert desired, "the default bundle renders policies"
+    # What the API server stores: the same spec with defaults filled in, plus bookkeeping.
+    live = []
+    for obj in desired:
+        stored = copy.deepcopy(obj)
+        stored["spec"] = normalize_spec(obj["spec"])
+        stored["metadata"].update(uid="u", resourceVersion="3",
+                                  managedFields=[{"manager": "netiso"}])
+        live.append(stored)
+    for want, have in zip(desired, live, strict=True):
+        assert policy_state(want, have) == (PolicyState.IN_SYNC, [])
+    assert policy_state(desired[0], None)[0] is PolicyState.MISSING
+
+    edited = copy.deepcopy(live[0])
+    edited["spec"]["podSelector"] = {"matchLabels": {"app": "only-this"}}
+    state, reasons = policy_state(desired[0], edited)
+    assert state is PolicyState.DRIFTED
+    assert any("spec.podSelector" in r for r in reasons)
+
+    relabelled = copy.deepcopy(live[0])
+    relabelled["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "someone"
+    assert policy_state(desired[0], relabelled)[0] is PolicyState.DRIFTED
+
+    foreign = _np("team-a", "allow-web", labels={},
+                  spec={"podSelector": {"matchLabels": {"app": "web"}}}, managers=("kubectl",))
+    pods = [{"metadata": {"name": "w", "namespace": "team-a", "labels": {"app": "web"}},
+             "status": {"phase": "Running"}},
+            {"metadata": {"name": "d", "namespace": "team-a", "labels": {"app": "db"}},
+             "status": {"phase": "Running"}}]
+    report = build_status(desired, ["team-a"], [("kube-system", "system namespace")],
+                          [*live[1:], edited, foreign], pods, server="s", context="c")
+    (ns,) = report.namespaces
+    assert ns.state is PolicyState.DRIFTED
+    assert [(f.name, f.selected_pods, f.managers) for f in ns.foreign] == [
+        ("allow-web", 1, ["kubectl"])]
+    doc = report.to_json()
+    assert doc["enforcement"] == "unknown"
+    assert doc["inSync"] is False
+    assert doc["skipped"] == [{"namespace": "kube-system", "reason": "system namespace"}]
+
+
+def test_selector_matches() -> None:
+    labels = {"app": "web", "tier": "front"}
+    assert selector_matches({}, labels)
+    assert selector_matches(None, labels)
+    assert selector_matches({"matchLabels": {"app": "web"}}, labels)
+    assert not selector_matches({"matchLabels": {"app": "db"}}, labels)
+    assert selector_matches({"matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["front", "back"]},
+        {"key": "gone", "operator": "DoesNotExist"},
+        {"key": "app", "operator": "NotIn", "values": ["db"]},
+        {"key": "app", "operator": "Exists"}]}, labels)
+    assert not selector_matches({"matchExpressions": [
+        {"key": "tier", "operator": "NotIn", "values": ["front"]}]}, labels)
+
+
+def test_uninstall_needs_label_and_field_manager() -> None:
+    assert is_netiso_created(_np("a", "p"))[0]
+    ok, why = is_netiso_created(_np("a", "p", managers=("kubectl-client-side-apply",)))
+    assert not ok
+    assert "not written by netiso" in why
+    assert not is_netiso_created(_np("a", "p", labels={}))[0]
