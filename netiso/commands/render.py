@@ -47,8 +47,18 @@ def register(app: typer.Typer) -> None:
             bool,
             typer.Option("--force", help="Allow targeting system/excluded namespaces."),
         ] = False,
+        rbac: Annotated[
+            bool,
+            typer.Option("--rbac", help="Print the ClusterRole netiso needs (and an example "
+                         "binding) instead of the bundle."),
+        ] = False,
     ) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
+        if rbac:
+            from importlib.resources import files
+
+            reporter(ctx).write(files("netiso.manifests").joinpath("rbac.yaml").read_text())
+            return
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle, to_yaml
         from netiso.config import load_values
         from netiso.errors import UsageError
