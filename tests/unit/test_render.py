@@ -1,0 +1,97 @@
+"""`netiso render` end to end through the real process: stdout is the bundle and nothing else."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from netiso.bundle import MANAGED_BY_LABEL, render_bundle, to_yaml
+from netiso.config import load_values
+
+
+def netiso(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from netiso.cli import main; main()", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def test_render_production() -> None:
+    proc = netiso("render", "--namespace", "production")
+    assert proc.returncode == 0, proc.stderr
+    docs = list(yaml.safe_load_all(proc.stdout))
+    assert [d["metadata"]["name"] for d in docs] == [
+        "netiso-allow-app-web-server",
+        "netiso-allow-same-namespace",
+        "netiso-default-deny-ingress",
+        "netiso-deny-metadata-egress",
+    ]
+    assert all(d["metadata"]["labels"][MANAGED_BY_LABEL] == "netiso" for d in docs)
+    assert proc.stdout.startswith("---\napiVersion: networking.k8s.io/v1\n")
+
+
+def test_render_is_byte_for_byte_stable() -> None:
+    args = ("render", "-p", "eks", "-n", "b", "-n", "a")
+    first, second = netiso(*args), netiso(*args)
+    assert first.returncode == 0
+    assert first.stdout == second.stdout
+    reordered = netiso("render", "-p", "eks", "-n", "a", "-n", "b")
+    assert reordered.stdout == first.stdout
+
+
+def test_render_matches_the_library() -> None:
+    proc = netiso("render", "-p", "aks", "-n", "production")
+    vals = load_values(None, provider="aks", namespaces=["production"])
+    assert proc.stdout == to_yaml(render_bundle(vals, ["production"]))
+
+
+def test_render_json_is_one_list_document() -> None:
+    proc = netiso("render", "-n", "production", "-o", "json")
+    assert proc.returncode == 0
+    doc = json.loads(proc.stdout)
+    assert doc["kind"] == "List"
+    assert doc["apiVersion"] == "v1"
+    assert len(doc["items"]) == 4
+    assert doc["items"] == list(yaml.safe_load_all(netiso("render", "-n", "production").stdout))
+
+
+def test_render_yaml_output_is_the_same_as_default() -> None:
+    assert netiso("-o", "yaml", "render", "-n", "p").stdout == netiso("render", "-n", "p").stdout
+
+
+def test_gke_warning_goes_to_stderr_only() -> None:
+    proc = netiso("render", "-p", "gke", "-n", "production")
+    assert proc.returncode == 0
+    assert "Workload Identity" in proc.stderr
+    assert "warning" in proc.stderr
+    # stdout holds YAML only (the warning is also an annotation on the object)
+    docs = list(yaml.safe_load_all(proc.stdout))
+    assert len(docs) == 4
+    quiet = netiso("-q", "render", "-p", "gke", "-n", "production")
+    assert "Workload Identity" in quiet.stderr  # -q keeps warnings
+
+
+def test_render_from_values_file(tmp_path: Path) -> None:
+    f = tmp_path / "values.yaml"
+    f.write_text(
+        "namespaces: {include: [shop, blog]}\n"
+        "allowFromNamespaces: [ingress-nginx]\n"
+        "policies: {defaultDenyEgress: true}\n"
+    )
+    proc = netiso("render", "--values", str(f))
+    assert proc.returncode == 0, proc.stderr
+    docs = list(yaml.safe_load_all(proc.stdout))
+    assert sorted({d["metadata"]["namespace"] for d in docs}) == ["blog", "shop"]
+    names = {d["metadata"]["name"] for d in docs}
+    assert "netiso-allow-from-namespaces" in names
+    assert "netiso-default-deny-egress" in names
+    assert "netiso-deny-metadata-egress" not in names
+    assert "not rendered" in proc.stderr  # says why the metadata policy is absent
