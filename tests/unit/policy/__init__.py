@@ -1,0 +1,1 @@
+"""Unit tests of the offline NetworkPolicy evaluator and `netiso simulate`."""

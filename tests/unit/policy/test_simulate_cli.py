@@ -1,0 +1,166 @@
+"""`netiso simulate`: the command-line and JSON contract of issue 3, through the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from netiso.cli import main
+
+from .policy_builders import netpol, ns, pod, sel
+
+OBJECTS = [
+    ns("prod", env="prod"),
+    ns("dev"),
+    pod("prod/web", "10.0.1.1", [{"containerPort": 8080, "name": "http"}], app="web"),
+    pod("prod/db", "10.0.1.2", [{"containerPort": 5432}], app="db"),
+    pod("dev/tool", "10.0.2.2", app="tool"),
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc", "namespace": "prod"}},
+    netpol("prod/deny", {"podSelector": {}}),
+    netpol("prod/web", {"podSelector": sel(app="web"), "ingress": [
+        {"from": [{"namespaceSelector": {}}], "ports": [{"port": "http"}]}]}),
+]
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out, err = capsys.readouterr()
+    code = info.value.code
+    return (code if isinstance(code, int) else 1), out, err
+
+
+@pytest.fixture
+def cluster_file(tmp_path: Path) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(OBJECTS))
+    return path
+
+
+def write_flows(tmp_path: Path, flows: list[dict[str, Any]]) -> Path:
+    path = tmp_path / "flows.yaml"
+    path.write_text(yaml.safe_dump({"flows": flows}))
+    return path
+
+
+def test_flows_json_schema_and_order(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                     tmp_path: Path) -> None:
+    """JSON: "{flows: [{from, to, port, protocol, allowed, expected, ok, egress: {allowed,
+    isolated, policies}, ingress: {same}}], summary: {total, allowed, denied, mismatches}},
+    flows in the order given"; exit 0 when every expect holds."""
+    flows = write_flows(tmp_path, [
+        {"from": "dev/tool", "to": "prod/web", "port": "http", "expect": "allow"},
+        {"from": "dev/tool", "to": "prod/db", "port": 5432, "expect": "deny"},
+        {"from": "ip:203.0.113.9", "to": "prod/web", "port": 8080, "protocol": "UDP"},
+    ])
+    code, out, err = run(capsys, "-o", "json", "simulate", str(cluster_file), "--flows",
+                         str(flows))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert set(doc) == {"flows", "summary"}
+    keys = {"from", "to", "port", "protocol", "allowed", "expected", "ok", "egress", "ingress"}
+    assert all(set(f) == keys for f in doc["flows"])
+    assert all(set(f[s]) == {"allowed", "isolated", "policies"}
+               for f in doc["flows"] for s in ("egress", "ingress"))
+    first, second, third = doc["flows"]
+    assert (first["from"], first["to"], first["port"], first["protocol"]) == (
+        "dev/tool", "prod/web", 8080, "TCP")
+    assert first["allowed"] is True and first["expected"] == "allow" and first["ok"] is True
+    assert first["ingress"] == {"allowed": True, "isolated": True,
+                                "policies": ["prod/deny", "prod/web"]}
+    assert first["egress"] == {"allowed": True, "isolated": False, "policies": []}
+    assert second["allowed"] is False and second["ok"] is True
+    assert third["to"] == "prod/web" and third["expected"] is None and third["ok"] is None
+    assert third["allowed"] is False and third["protocol"] == "UDP"
+    assert doc["summary"] == {"total": 3, "allowed": 1, "denied": 2, "mismatches": 0}
+    assert "skipped" in err and "Service" in err  # other kinds: a note on stderr
+
+
+def test_failed_expectation_exits_3(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                    tmp_path: Path) -> None:
+    """"Exit: 0; 3 when an `expect` does not hold" (the result is still printed)."""
+    flows = write_flows(tmp_path, [
+        {"from": "dev/tool", "to": "prod/db", "port": 5432, "expect": "allow"}])
+    code, out, err = run(capsys, "simulate", str(cluster_file), "--flows", str(flows),
+                         "-o", "json")
+    assert code == 3
+    doc = json.loads(out)
+    assert doc["flows"][0]["ok"] is False and doc["summary"]["mismatches"] == 1
+    assert "expectations do not hold" in err
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--from", "dev/tool", "--to", "prod/ghost", "--port", "80"], "unknown pod prod/ghost"),
+    (["--from", "dev/tool", "--to", "ip:999.1.1.1", "--port", "80"], "not an IP address"),
+    (["--from", "dev/tool", "--to", "prod/db", "--port", "http"], "no port named 'http'"),
+    (["--from", "dev/tool"], "--from and --to go together"),
+    (["--from", "dev/tool", "--to", "prod/db", "--protocol", "ICMP"], "not TCP, UDP or SCTP"),
+])
+def test_bad_flow_input_exits_2(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                args: list[str], needle: str) -> None:
+    """"2 for bad input (unknown pod, bad IP, ...: one line ...)"."""
+    code, out, err = run(capsys, "simulate", str(cluster_file), *args)
+    assert code == 2 and out == ""
+    lines = [line for line in err.splitlines() if line.startswith("netiso: error:")]
+    assert len(lines) == 1 and needle in lines[0]
+
+
+def test_bad_file_exits_2_naming_file_and_object(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path) -> None:
+    """"unparseable file: one line naming the file and the object"."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(netpol("team/broken", {"podSelector": {}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "nonsense"}}]}]})))
+    code, _, err = run(capsys, "simulate", str(bad))
+    assert code == 2
+    assert f"{bad}: NetworkPolicy team/broken: spec.ingress[0].from[0].ipBlock.cidr" in err
+    garbage = tmp_path / "garbage.yaml"
+    garbage.write_text("kind: [unclosed\n")
+    code, _, err = run(capsys, "simulate", str(garbage))
+    assert code == 2 and f"{garbage}: not valid YAML or JSON" in err
+    code, _, err = run(capsys, "simulate", str(tmp_path / "missing.yaml"))
+    assert code == 2 and "missing.yaml: cannot read" in err
+
+
+def test_flows_file_error_names_the_flow(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                         tmp_path: Path) -> None:
+    flows = write_flows(tmp_path, [{"from": "dev/tool", "to": "prod/db", "port": 1},
+                                   {"from": "dev/tool", "to": "nope/x", "port": 1}])
+    code, _, err = run(capsys, "simulate", str(cluster_file), "--flows", str(flows))
+    assert code == 2 and "flows[1] (dev/tool -> nope/x port 1): unknown pod nope/x" in err
+
+
+def test_single_flow_table_explains(capsys: pytest.CaptureFixture[str],
+                                    cluster_file: Path) -> None:
+    """"Table output explains each verdict: which policies isolate each side and which rule
+    allowed it"."""
+    code, out, _ = run(capsys, "--no-color", "simulate", str(cluster_file), "--from",
+                       "dev/tool", "--to", "prod/web")
+    assert code == 0
+    assert "ALLOW  dev/tool -> prod/web  TCP/8080" in out
+    assert "isolated by prod/deny, prod/web; allowed by prod/web ingress[0]" in out
+    assert "egress of dev/tool: not isolated" in out
+
+
+def test_matrix_over_declared_ports(capsys: pytest.CaptureFixture[str],
+                                    cluster_file: Path) -> None:
+    """"With neither --flows nor --from/--to: the whole pod x pod matrix over each
+    destination's declared ports (table form: a compact truth table, `.` allowed, `X` denied)"."""
+    code, out, _ = run(capsys, "-o", "json", "simulate", str(cluster_file))
+    assert code == 0
+    doc = json.loads(out)
+    cells = {(f["from"], f["to"], f["port"]): f["allowed"] for f in doc["flows"]}
+    assert set(cells) == {(s, d, p) for s in ("prod/web", "prod/db", "dev/tool")
+                          for d, p in (("prod/web", 8080), ("prod/db", 5432))}
+    assert cells[("dev/tool", "prod/web", 8080)] is True
+    assert cells[("prod/web", "prod/db", 5432)] is False
+    assert doc["summary"] == {"total": 6, "allowed": 3, "denied": 3, "mismatches": 0}
+
+    code, out, _ = run(capsys, "--no-color", "simulate", str(cluster_file))
+    lines = out.splitlines()
+    assert "TCP/5432: rows = from, columns = to ('.' allowed, 'X' denied)" in lines
+    assert "dev/tool  X" in lines and "dev/tool  ." in lines
