@@ -89,7 +89,7 @@ def _netns(netns: str, *argv: str, check: bool = True, stdin: str | None = None)
 def chains(netns: str) -> list[str]:
     """kube-router chains present in the filter table of ``netns``."""
     out = _netns(netns, "iptables-save", "-t", "filter", check=False)
-    return sorted({m.group(0) for m in re.finditer(r"^:(\S+)", out, re.M)
+    return sorted({m.group(1) for m in re.finditer(r"^:(\S+)", out, re.M)
                    if KUBE_ROUTER_CHAIN.fullmatch(m.group(1))})
 
 
