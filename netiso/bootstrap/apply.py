@@ -18,8 +18,9 @@ Design decisions:
   are. When the server becomes unreachable the remaining namespaces are not attempted, and the
   error names what was and was not applied; server-side apply is idempotent by name, so a rerun
   converges without duplicates.
-* **Prune is narrow.** Only NetworkPolicies labelled ``app.kubernetes.io/managed-by=netiso``,
-  in a namespace this run targets, and absent from the rendered bundle, are deleted, with a uid
+* **Prune is narrow.** Only NetworkPolicies labelled ``app.kubernetes.io/managed-by=netiso``
+  and written by field manager ``netiso``, in a namespace this run targets, and absent from the
+  rendered bundle, are deleted, with a uid
   precondition so a same-named object created meanwhile is never hit.
 """
 
@@ -37,11 +38,13 @@ import yaml
 
 from netiso.errors import ExitCode, NetisoError, OperationFailed
 from netiso.kube import (
+    FIELD_MANAGER,
     NETWORK_POLICY,
     Kube,
     KubeError,
     Unauthorized,
     Unreachable,
+    field_managers,
     strip_server_fields,
 )
 
@@ -193,9 +196,11 @@ def group_by_namespace(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[d
 def prune_candidates(
     live_managed: Sequence[Mapping[str, Any]], desired_names: set[str]
 ) -> list[Mapping[str, Any]]:
-    """Managed objects of one namespace that the bundle no longer contains."""
+    """Objects of one namespace netiso wrote (label *and* field manager: a label can be copied
+    by hand, a field manager is recorded by the API server) that the bundle no longer has."""
     return sorted(
-        (o for o in live_managed if o["metadata"]["name"] not in desired_names),
+        (o for o in live_managed if o["metadata"]["name"] not in desired_names
+         and FIELD_MANAGER in field_managers(o)),
         key=lambda o: str(o["metadata"]["name"]),
     )
 

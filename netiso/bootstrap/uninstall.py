@@ -9,6 +9,8 @@ Design decisions:
   server. Objects with only the label are reported as skipped, not deleted.
 * **Every namespace, not just today's targets.** What netiso created earlier may sit in a
   namespace that a later values file no longer targets; uninstall finds it by label everywhere.
+  ``--namespace``/``--selector`` narrow it to some namespaces (taking netiso out of one team's
+  namespaces while leaving the rest isolated).
 * **Kinds**: the bundle's NetworkPolicies, and verification leftovers (probe pods, services,
   config maps, and probe namespaces netiso created). Namespaces go last, each deletion guarded by
   the object's uid so a same-named object created meanwhile is never hit.
@@ -16,7 +18,7 @@ Design decisions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,13 +83,19 @@ def is_netiso_created(obj: Mapping[str, Any]) -> tuple[bool, str]:
     return True, ""
 
 
-def find_targets(kube: Kube) -> tuple[list[Target], list[tuple[Target, str]]]:
+def find_targets(kube: Kube, scope: Collection[str] | None = None
+                 ) -> tuple[list[Target], list[tuple[Target, str]]]:
+    """netiso's objects (and labelled look-alikes it will not touch), optionally only those in
+    (or, for a Namespace, named) one of ``scope``."""
     found: list[Target] = []
     skipped: list[tuple[Target, str]] = []
     for rt in UNINSTALL_KINDS:
         for obj in kube.list_objects(rt, label_selector=MANAGED_SELECTOR):
             meta = obj["metadata"]
             target = Target(rt.kind, meta.get("namespace"), meta["name"], meta.get("uid"), rt)
+            where = target.namespace if rt.namespaced else target.name
+            if scope is not None and where not in scope:
+                continue
             ok, why = is_netiso_created(obj)
             if ok:
                 found.append(target)
@@ -96,9 +104,10 @@ def find_targets(kube: Kube) -> tuple[list[Target], list[tuple[Target, str]]]:
     return found, skipped
 
 
-def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8) -> UninstallReport:
+def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8,
+              scope: Collection[str] | None = None) -> UninstallReport:
     report = UninstallReport(dry_run, kube.server, kube.context)
-    found, report.skipped = find_targets(kube)
+    found, report.skipped = find_targets(kube, scope)
     netiso_namespaces = {t.name for t in found if t.rt is NAMESPACE}
 
     def delete(t: Target) -> Target | None:

@@ -40,14 +40,34 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
         ] = False,
+        namespace: Annotated[
+            list[str] | None,
+            typer.Option("--namespace", "-n", metavar="NAME",
+                         help="Only in this namespace (repeatable); default: everywhere."),
+        ] = None,
+        selector: Annotated[
+            str | None,
+            typer.Option("--selector", "-l", metavar="SELECTOR",
+                         help="Only in namespaces with these labels (kubectl syntax)."),
+        ] = None,
     ) -> None:
         """Remove every object netiso created: bundle policies and verification leftovers."""
         from netiso.bootstrap.uninstall import uninstall as run_uninstall
+        from netiso.config import load_values
         from netiso.kube import connect
 
         rep = reporter(ctx)
+        # Validated like apply's flags; force: uninstall may clean any namespace.
+        vals = load_values(None, namespaces=namespace or (), selector=selector, force=True)
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(f"context {kube.context} at {kube.server}")
-            report = run_uninstall(kube, dry_run=dry_run)
+            scope: set[str] | None = None
+            if vals.namespaces.include:
+                scope = set(vals.namespaces.include)
+            elif vals.namespaces.selector is not None:
+                sel = vals.namespaces.selector
+                scope = {n for n, labels in kube.namespace_labels().items()
+                         if sel.matches(labels)}
+            report = run_uninstall(kube, dry_run=dry_run, scope=scope)
         data = report.to_json()
         rep.result(data, _table(data))
