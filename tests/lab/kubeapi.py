@@ -1,0 +1,112 @@
+"""A raw-JSON seam over the official Kubernetes client, for the lab's node agent.
+
+The agent handles every pod of the cluster (hundreds in benchmarks), so it works on plain dicts:
+the generated model classes cost a deserialisation per object and per watch event, and the agent
+only needs a handful of fields. Authentication, TLS and kubeconfig parsing stay the official
+client's (`new_client_from_config`); this module only builds paths and decodes JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes import config as kube_config
+
+JSON = dict[str, Any]
+STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"HTTP {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+
+
+class Kube:
+    def __init__(self, kubeconfig: str) -> None:
+        self.client = kube_config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: Any = 30,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        params = [(k, v) for k, v in (query or {}).items() if v is not None]
+        m, url, hdrs, data, _ = self.client.param_serialize(
+            method,
+            path,
+            query_params=params,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        return self.client.call_api(m, url, header_params=hdrs, body=data, _request_timeout=timeout)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: dict[str, Any] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+        timeout: float = 30,
+    ) -> JSON:
+        resp = self._send(
+            method, path, query=query, body=body, content_type=content_type, timeout=timeout
+        )
+        raw = resp.read()
+        data: JSON = json.loads(raw) if raw else {}
+        if resp.status >= 400:
+            raise ApiError(resp.status, str(data.get("message", raw[:200])), data.get("reason", ""))
+        return data
+
+    def get(self, path: str, **query: Any) -> JSON:
+        return self.request("GET", path, query=query)
+
+    def create(self, path: str, body: JSON) -> JSON:
+        return self.request("POST", path, body=body)
+
+    def patch(self, path: str, body: JSON, content_type: str = STRATEGIC) -> JSON:
+        return self.request("PATCH", path, body=body, content_type=content_type)
+
+    def delete(self, path: str, body: JSON | None = None) -> JSON:
+        return self.request("DELETE", path, body=body)
+
+    def watch(
+        self, path: str, resource_version: str, timeout_seconds: int = 240, **query: Any
+    ) -> Iterator[JSON]:
+        """Yields watch events (dicts with type/object) until the server closes the stream."""
+        q = dict(query)
+        q.update(
+            watch="true",
+            resourceVersion=resource_version,
+            allowWatchBookmarks="true",
+            timeoutSeconds=str(timeout_seconds),
+        )
+        resp = self._send("GET", path, query=q, timeout=(10, timeout_seconds + 30))
+        if resp.status >= 400:
+            raw = resp.read()
+            raise ApiError(resp.status, raw[:300].decode(errors="replace"))
+        buffer = b""
+        try:
+            for chunk in resp.response.stream(amt=None, decode_content=False):
+                buffer += chunk
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            resp.response.release_conn()

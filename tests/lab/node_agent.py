@@ -1,0 +1,1295 @@
+"""The lab's kubelet stand-in: registers Nodes, keeps Leases, binds pods and runs them.
+
+`python -m tests.lab.node_agent --kubeconfig K --state-dir S --node name:netns:ip:podcidr ...
+--flavor generic|eks|gke|aks`
+
+Design decisions:
+- One cluster-wide pod watch (raw JSON, see kubeapi.py) feeds both the scheduler part (pods with
+  no nodeName) and the pod workers (pods bound to our nodes). Namespaces are never watched, so a
+  benchmark with hundreds of empty namespaces costs the agent nothing.
+- A pod is run by its own worker thread with an event queue, like kubelet's pod workers: watch
+  updates, container exits (one waiter thread per process, blocking in wait()) and timers
+  (back-off, grace period) are serialised per pod, and pods never wait on each other.
+- Containers are child processes inside the pod netns (see network.pod_exec_argv for the private
+  /dev, /tmp and UTS namespace each gets). Status is computed from what really happened (exit
+  codes, signals, the termination-message file) and sent as one strategic-merge patch when it
+  changes. Readiness = running: probes are not executed (documented gap).
+- Restart back-off follows kubelet: first restart immediately, then 10 s doubling to 300 s,
+  reset after 10 minutes of running; image "pulls" back off the same way.
+- Deletion: SIGTERM to each container's process group, SIGKILL after the pod's
+  deletionGracePeriodSeconds, netns removed, then the pod object is deleted with grace 0 and a UID
+  precondition (what kubelet does once a pod's containers are gone).
+- Agent restart: pods already bound to our nodes whose processes we no longer own are treated as
+  after a node reboot: leftover processes are killed, each running container counts as exited
+  with 137, and the restart policy decides; the pod keeps its IP. Orphan pod netns are removed.
+- The kube-dns Service has a minimal kube-proxy stand-in: when the kube-system pod labelled
+  k8s-app=kube-dns runs, every node netns DNATs 10.96.0.10:53 to it (network.set_dns_target). The
+  agent also keeps dnsmasq's hosts directory (dns.py) filled with Service and pod names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import ipaddress
+import logging
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.lab import dns, images, network
+from tests.lab.kubeapi import JSON, ApiError, Kube
+from tests.lab.network import NodeSpec
+
+log = logging.getLogger("node-agent")
+
+NETNS_ANNOTATION = "lab.netiso.io/netns"
+LEASE_SECONDS = 40
+LEASE_RENEW = 10.0
+STATUS_HEARTBEAT = 30.0
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+BACKOFF_RESET_AFTER = 600.0
+MESSAGE_LIMIT = 4096
+FALLBACK_LINES = 80
+FALLBACK_BYTES = 2048
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------- flavours (pure)
+
+
+def node_look(
+    flavor: str, node: NodeSpec, index: int, version: str
+) -> tuple[str, dict[str, str], str]:
+    """(providerID, provider labels, kubeletVersion) that make a node look like a managed one."""
+    suffix = hashlib.sha1(node.name.encode()).hexdigest()[:8]
+    if flavor == "eks":
+        return (
+            f"aws:///us-west-2a/i-0abc{suffix}{index:05d}",
+            {
+                "eks.amazonaws.com/nodegroup": "netiso-lab-ng",
+                "eks.amazonaws.com/capacityType": "ON_DEMAND",
+                "topology.kubernetes.io/region": "us-west-2",
+                "topology.kubernetes.io/zone": "us-west-2a",
+                "node.kubernetes.io/instance-type": "m5.large",
+            },
+            f"{version}-eks-113cf36",
+        )
+    if flavor == "gke":
+        return (
+            f"gce://netiso-lab/us-central1-a/gke-lab-default-pool-{suffix}-{index:04d}",
+            {
+                "cloud.google.com/gke-nodepool": "default-pool",
+                "cloud.google.com/gke-os-distribution": "cos",
+                "topology.kubernetes.io/region": "us-central1",
+                "topology.kubernetes.io/zone": "us-central1-a",
+                "node.kubernetes.io/instance-type": "e2-standard-2",
+            },
+            f"{version}-gke.100",
+        )
+    if flavor == "aks":
+        return (
+            "azure:///subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/"
+            "mc_netiso-lab_lab_westeurope/providers/Microsoft.Compute/virtualMachineScaleSets/"
+            f"aks-nodepool1-{suffix}-vmss/virtualMachines/{index}",
+            {
+                "kubernetes.azure.com/cluster": "MC_netiso-lab_lab_westeurope",
+                "kubernetes.azure.com/agentpool": "nodepool1",
+                "agentpool": "nodepool1",
+                "topology.kubernetes.io/region": "westeurope",
+                "topology.kubernetes.io/zone": "0",
+                "node.kubernetes.io/instance-type": "Standard_D2s_v3",
+            },
+            version,
+        )
+    if flavor == "generic":
+        return "", {}, version
+    raise ValueError(f"unknown flavor {flavor!r} (generic, eks, gke, aks)")
+
+
+def node_object(flavor: str, node: NodeSpec, index: int, version: str) -> JSON:
+    provider_id, labels, kubelet_version = node_look(flavor, node, index, version)
+    spec: JSON = {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]}
+    if provider_id:
+        spec["providerID"] = provider_id
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": node.name,
+            "labels": {
+                "kubernetes.io/hostname": node.name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "beta.kubernetes.io/os": "linux",
+                "beta.kubernetes.io/arch": "amd64",
+                **labels,
+            },
+        },
+        "spec": spec,
+        "status": node_status(node, kubelet_version),
+    }
+
+
+def node_status(node: NodeSpec, kubelet_version: str) -> JSON:
+    now = now_iso()
+    resources = {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"}
+
+    def cond(kind: str, status: str, reason: str, message: str) -> JSON:
+        return {
+            "type": kind,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+
+    return {
+        "addresses": [
+            {"type": "InternalIP", "address": node.ip},
+            {"type": "Hostname", "address": node.name},
+        ],
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [
+            cond(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            cond(
+                "DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"
+            ),
+            cond(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            cond("Ready", "True", "KubeletReady", "netiso lab node agent is posting ready status"),
+        ],
+        "nodeInfo": {
+            "kubeletVersion": kubelet_version,
+            "kubeProxyVersion": kubelet_version,
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+            "osImage": "netiso lab (Debian network namespaces)",
+            "kernelVersion": os.uname().release,
+            "containerRuntimeVersion": "netiso-lab://1.0",
+            "machineID": hashlib.md5(node.name.encode()).hexdigest(),
+            "systemUUID": hashlib.md5(node.name.encode()).hexdigest(),
+            "bootID": hashlib.md5(node.ip.encode()).hexdigest(),
+        },
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+    }
+
+
+# ---------------------------------------------------------------- scheduling (pure)
+
+
+def _match_expression(labels: dict[str, str], expr: JSON) -> bool:
+    key, op, values = expr.get("key", ""), expr.get("operator", ""), expr.get("values") or []
+    if op == "In":
+        return labels.get(key) in values
+    if op == "NotIn":
+        return labels.get(key) not in values
+    if op == "Exists":
+        return key in labels
+    if op == "DoesNotExist":
+        return key not in labels
+    if op in ("Gt", "Lt") and key in labels and values:
+        try:
+            a, b = int(labels[key]), int(values[0])
+        except ValueError:
+            return False
+        return a > b if op == "Gt" else a < b
+    return False
+
+
+def node_fits(pod: JSON, node_name: str, labels: dict[str, str]) -> bool:
+    spec = pod.get("spec", {})
+    for key, value in (spec.get("nodeSelector") or {}).items():
+        if labels.get(key) != value:
+            return False
+    required = ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = required.get("nodeSelectorTerms") or []
+    if terms:
+        fields = {"metadata.name": node_name}
+        ok = False
+        for term in terms:
+            exprs = term.get("matchExpressions") or []
+            field_exprs = term.get("matchFields") or []
+            if all(_match_expression(labels, e) for e in exprs) and all(
+                _match_expression(fields, e) for e in field_exprs
+            ):
+                ok = True
+                break
+        if not ok:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- pod status helpers (pure)
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's negative "killed by signal N" becomes the runtime's 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def restart_wanted(policy: str, exit_code: int) -> bool:
+    return policy == "Always" or (policy == "OnFailure" and exit_code != 0)
+
+
+def backoff_delay(restarts_done: int) -> float:
+    """kubelet's crash-loop back-off: 0 for the first restart, then 10 s doubling up to 300 s."""
+    if restarts_done <= 0:
+        return 0.0
+    return float(min(BACKOFF_MAX, BACKOFF_START * (2 ** (restarts_done - 1))))
+
+
+def tail_of(path: Path, lines: int = FALLBACK_LINES, limit: int = FALLBACK_BYTES) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 64 * 1024))
+            data = fh.read()
+    except OSError:
+        return ""
+    text = b"\n".join(data.splitlines()[-lines:]).decode(errors="replace")
+    return text[-limit:]
+
+
+def pod_phase(policy: str, containers: list[tuple[bool, bool, int | None]]) -> str:
+    """Phase from (started_ever, running, last_exit_code_if_terminated) per regular container."""
+    if not containers or not all(started for started, _, _ in containers):
+        return "Pending"
+    if any(running for _, running, _ in containers):
+        return "Running"
+    codes = [code for _, _, code in containers]
+    if policy == "Always":
+        return "Running"
+    if policy == "OnFailure":
+        return "Succeeded" if all(c == 0 for c in codes) else "Running"
+    if all(c == 0 for c in codes):
+        return "Succeeded"
+    return "Failed"
+
+
+# ---------------------------------------------------------------- IPAM
+
+
+class IPAllocator:
+    """Hands out pod IPs from a node's CIDR, cycling forward so a just-freed IP is not reused at
+    once (a fresh pod inheriting a dead pod's IP confuses conntrack and policy tests)."""
+
+    def __init__(self, cidr: str, gateway: str) -> None:
+        net = ipaddress.IPv4Network(cidr)
+        self.pool = [str(h) for h in net.hosts() if str(h) != gateway]
+        self.used: set[str] = set()
+        self.cursor = 0
+        self.lock = threading.Lock()
+
+    def reserve(self, ip: str) -> bool:
+        with self.lock:
+            if ip in self.used or ip not in self.pool:
+                return False
+            self.used.add(ip)
+            return True
+
+    def allocate(self) -> str:
+        with self.lock:
+            for i in range(len(self.pool)):
+                ip = self.pool[(self.cursor + i) % len(self.pool)]
+                if ip not in self.used:
+                    self.cursor = (self.cursor + i + 1) % len(self.pool)
+                    self.used.add(ip)
+                    return ip
+        raise RuntimeError("pod CIDR exhausted")
+
+    def release(self, ip: str | None) -> None:
+        with self.lock:
+            self.used.discard(ip or "")
+
+
+# ---------------------------------------------------------------- containers
+
+
+@dataclass
+class Container:
+    name: str
+    spec: JSON
+    init: bool
+    image: images.Image | None = None
+    image_error: str = ""
+    image_attempts: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    runs: int = 0
+    started_at: str = ""
+    started_mono: float = 0.0
+    state: JSON = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
+    last_state: JSON = field(default_factory=dict)
+    next_start: float = 0.0
+    done: bool = False  # init container completed / regular container will not run again
+    last_exit: int | None = None
+    dir: Path = Path()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None
+
+    def status(self, uid: str) -> JSON:
+        def full(state: JSON) -> JSON:
+            return {k: state.get(k) for k in ("waiting", "running", "terminated")}
+
+        ref = self.image.reference if self.image else self.spec.get("image", "")
+        out: JSON = {
+            "name": self.name,
+            "image": self.spec.get("image", ""),
+            "imageID": f"netiso-lab://{ref}" if self.image else "",
+            "ready": self.running and not self.init,
+            "restartCount": self.restarts,
+            "started": self.running,
+            "state": full(self.state),
+            "lastState": full(self.last_state) if self.last_state else {},
+        }
+        if self.runs:
+            out["containerID"] = f"netiso-lab://{uid[:8]}-{self.name}-{self.runs}"
+        return out
+
+
+class PodWorker(threading.Thread):
+    """Runs one pod: sandbox, containers, restarts, status, teardown. All state is thread-local to
+    this worker; other threads only put events on its queue."""
+
+    def __init__(self, agent: Agent, pod: JSON, node: NodeSpec, adopted: bool) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
+        self.agent = agent
+        self.pod = pod
+        self.node = node
+        self.uid: str = meta["uid"]
+        self.ns: str = meta["namespace"]
+        self.pod_name: str = meta["name"]
+        self.adopted = adopted
+        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self.policy: str = pod["spec"].get("restartPolicy") or "Always"
+        self.host_network = bool(pod["spec"].get("hostNetwork"))
+        self.ip: str | None = None
+        self.netns: str | None = None
+        self.sandbox_ready = False
+        self.sandbox_gone = False
+        self.start_time = pod.get("status", {}).get("startTime") or now_iso()
+        self.dir = agent.state_dir / "pods" / f"{self.ns}_{self.pod_name}_{self.uid}"
+        self.init_containers = [
+            Container(c["name"], c, True) for c in pod["spec"].get("initContainers") or []
+        ]
+        self.containers = [
+            Container(c["name"], c, False) for c in pod["spec"].get("containers") or []
+        ]
+        self.kill_deadline: float | None = None
+        self.terminating = False
+        self.finished = False
+        self.last_status: JSON | None = None
+        self.cond_times: dict[str, tuple[str, str]] = {}
+        self.sandbox_error = ""
+        self.sandbox_retry = 0.0
+
+    # -- entry points for other threads
+    def update(self, pod: JSON) -> None:
+        self.events.put(("update", pod))
+
+    def gone(self) -> None:
+        self.events.put(("gone", None))
+
+    # -- loop
+    def run(self) -> None:
+        try:
+            self._sync()
+            while not self.finished:
+                wait = self._next_wakeup()
+                try:
+                    kind, payload = self.events.get(timeout=wait)
+                except queue.Empty:
+                    kind, payload = "tick", None
+                self._handle(kind, payload)
+                while not self.events.empty():
+                    kind, payload = self.events.get_nowait()
+                    self._handle(kind, payload)
+                self._sync()
+        except Exception:
+            log.exception("pod worker %s/%s crashed", self.ns, self.pod_name)
+            self._kill_all(signal.SIGKILL)
+            self._teardown()
+        finally:
+            self.agent.worker_done(self)
+
+    def _next_wakeup(self) -> float | None:
+        deadlines = [
+            c.next_start for c in self._all() if not c.running and not c.done and c.next_start
+        ]
+        if self.kill_deadline is not None:
+            deadlines.append(self.kill_deadline)
+        if self.sandbox_retry:
+            deadlines.append(self.sandbox_retry)
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - time.monotonic()) + 0.005
+
+    def _all(self) -> list[Container]:
+        return self.init_containers + self.containers
+
+    def _handle(self, kind: str, payload: Any) -> None:
+        if kind == "update":
+            self.pod = payload
+        elif kind == "exit":
+            cname, proc = payload
+            for c in self._all():
+                if c.name == cname and c.proc is proc:
+                    self._on_exit(c)
+        elif kind == "gone":
+            # The object is gone (force delete): stop everything now, nobody reads status.
+            self._kill_all(signal.SIGKILL)
+            self._teardown()
+            self.finished = True
+
+    # -- reconcile
+    def _sync(self) -> None:
+        if self.finished:
+            return
+        meta = self.pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            self._terminate()
+            return
+        if not self.sandbox_ready and not self.sandbox_gone and not self._setup_sandbox():
+            self._report()
+            return
+        now = time.monotonic()
+        pending_init = [c for c in self.init_containers if not c.done]
+        if pending_init:
+            c = pending_init[0]
+            if not c.running and now >= c.next_start and not self._failed_for_good(c):
+                self._start(c)
+        else:
+            for c in self.containers:
+                if not c.running and not c.done and now >= c.next_start:
+                    self._start(c)
+        self._report()
+        if self._phase() in ("Succeeded", "Failed") and not self.sandbox_gone:
+            # kubelet tears the sandbox down once a pod is terminal; the IP is released, the
+            # status keeps showing it.
+            self._teardown()
+
+    def _failed_for_good(self, c: Container) -> bool:
+        return c.init and c.last_exit not in (None, 0) and self.policy == "Never"
+
+    def _setup_sandbox(self) -> bool:
+        if self.sandbox_retry and time.monotonic() < self.sandbox_retry:
+            return False
+        spec = self.pod["spec"]
+        try:
+            if self.host_network:
+                self.ip = self.node.ip
+                self.netns = self.node.netns
+            else:
+                old_ip = self.pod.get("status", {}).get("podIP")
+                alloc = self.agent.ipam[self.node.name]
+                if old_ip and alloc.reserve(old_ip):
+                    self.ip = old_ip
+                else:
+                    self.ip = alloc.allocate()
+                hostname = spec.get("hostname") or self.pod_name
+                resolv = network.resolv_conf(
+                    self.ns, spec.get("dnsPolicy"), spec.get("dnsConfig"), self.host_network
+                )
+                hosts = network.hosts_file(self.ip, hostname, self.ns, spec.get("subdomain"))
+                self.netns = network.create_pod_netns(
+                    self.node, self.uid, self.ip, resolv=resolv, hosts=hosts
+                )
+            self.agent.annotate(self.pod, self.netns)
+        except Exception as exc:
+            log.warning("sandbox for %s/%s failed: %s", self.ns, self.pod_name, exc)
+            self.sandbox_error = str(exc)
+            self.sandbox_retry = time.monotonic() + 2
+            if self.ip and not self.host_network:
+                self.agent.ipam[self.node.name].release(self.ip)
+                self.ip = None
+            return False
+        self.sandbox_error = ""
+        self.sandbox_retry = 0.0
+        self.sandbox_ready = True
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return True
+
+    def _env(self, c: Container) -> dict[str, str]:
+        assert c.image is not None
+        env = {
+            "PATH": c.image.path,
+            "HOSTNAME": self.pod["spec"].get("hostname") or self.pod_name,
+            "HOME": "/root",
+            "KUBERNETES_SERVICE_HOST": network.KUBERNETES_SERVICE_IP,
+            "KUBERNETES_SERVICE_PORT": "443",
+            "KUBERNETES_SERVICE_PORT_HTTPS": "443",
+            "KUBERNETES_PORT": f"tcp://{network.KUBERNETES_SERVICE_IP}:443",
+        }
+        for src in c.spec.get("envFrom") or []:
+            prefix = src.get("prefix", "")
+            for kind, ref in (
+                ("configmaps", src.get("configMapRef")),
+                ("secrets", src.get("secretRef")),
+            ):
+                if ref:
+                    for k, v in self.agent.read_data(self.ns, kind, ref.get("name", "")).items():
+                        env[prefix + k] = v
+        for item in c.spec.get("env") or []:
+            name = item.get("name")
+            if not name:
+                continue
+            if "value" in item:
+                env[name] = _expand(str(item.get("value") or ""), env)
+            elif item.get("valueFrom"):
+                value = self._value_from(item["valueFrom"])
+                if value is not None:
+                    env[name] = value
+        return network.marked_env(f"container:{self.uid}:{c.name}", env)
+
+    def _value_from(self, source: JSON) -> str | None:
+        if "fieldRef" in source:
+            path = source["fieldRef"].get("fieldPath", "")
+            meta = self.pod["metadata"]
+            values = {
+                "metadata.name": self.pod_name,
+                "metadata.namespace": self.ns,
+                "metadata.uid": self.uid,
+                "spec.nodeName": self.node.name,
+                "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
+                "status.podIP": self.ip or "",
+                "status.podIPs": self.ip or "",
+                "status.hostIP": self.node.ip,
+                "status.hostIPs": self.node.ip,
+            }
+            if path in values:
+                return str(values[path])
+            for prefix, data in (
+                ("metadata.labels['", meta.get("labels") or {}),
+                ("metadata.annotations['", meta.get("annotations") or {}),
+            ):
+                if path.startswith(prefix) and path.endswith("']"):
+                    return str(data.get(path[len(prefix) : -2], ""))
+            return None
+        for kind, key in (("configmaps", "configMapKeyRef"), ("secrets", "secretKeyRef")):
+            if key in source:
+                ref = source[key]
+                return self.agent.read_data(self.ns, kind, ref.get("name", "")).get(
+                    ref.get("key", "")
+                )
+        return None
+
+    def _start(self, c: Container) -> None:
+        if c.image is None:
+            try:
+                c.image = images.resolve(c.spec.get("image", ""), self.agent.state_dir)
+                c.image_error = ""
+            except images.ImageNotFound as exc:
+                c.image_attempts += 1
+                c.image_error = str(exc)
+                reason = "ErrImagePull" if c.image_attempts == 1 else "ImagePullBackOff"
+                message = (
+                    str(exc)
+                    if reason == "ErrImagePull"
+                    else (
+                        f'Back-off pulling image "{c.spec.get("image", "")}": ErrImagePull: {exc}'
+                    )
+                )
+                c.state = {"waiting": {"reason": reason, "message": message}}
+                c.next_start = time.monotonic() + backoff_delay(c.image_attempts)
+                if c.image_attempts == 1:
+                    # Show ErrImagePull first, then move to ImagePullBackOff shortly after, as
+                    # kubelet does between its first pull and its first back-off.
+                    c.next_start = time.monotonic() + 2
+                return
+        assert self.netns is not None
+        argv = c.image.argv(c.spec.get("command"), c.spec.get("args"))
+        c.dir = self.dir / c.name
+        c.dir.mkdir(parents=True, exist_ok=True)
+        term_file = c.dir / "termination-log"
+        term_file.write_bytes(b"")
+        term_path = c.spec.get("terminationMessagePath") or "/dev/termination-log"
+        termination = (
+            (str(term_file), term_path) if network.termination_path_supported(term_path) else None
+        )
+        log_path = c.dir / f"{c.runs}.log"
+        full = network.pod_exec_argv(
+            self.netns,
+            argv,
+            hostname=None
+            if self.host_network
+            else (self.pod["spec"].get("hostname") or self.pod_name)[:63],
+            termination=termination,
+            workdir=c.spec.get("workingDir"),
+        )
+        with open(log_path, "ab") as out:
+            c.proc = subprocess.Popen(
+                full,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env(c),
+                start_new_session=True,
+                cwd="/",
+            )
+        (self.agent.state_dir / "pods").mkdir(exist_ok=True)
+        c.runs += 1
+        c.started_at = now_iso()
+        c.started_mono = time.monotonic()
+        c.state = {"running": {"startedAt": c.started_at}}
+        c.next_start = 0.0
+        proc = c.proc
+        threading.Thread(
+            target=self._wait_proc, args=(c.name, proc), name=f"wait-{c.name}", daemon=True
+        ).start()
+        log.info("started %s/%s[%s] pid %d: %s", self.ns, self.pod_name, c.name, proc.pid, argv)
+
+    def _wait_proc(self, name: str, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self.events.put(("exit", (name, proc)))
+
+    def _on_exit(self, c: Container) -> None:
+        assert c.proc is not None
+        code = exit_code_of(c.proc.returncode if c.proc.returncode is not None else -9)
+        pgid = c.proc.pid  # start_new_session=True made the container process a group leader
+        c.proc = None
+        c.last_exit = code
+        # Anything the container left behind (backgrounded children) dies with its process, as it
+        # would with its pid namespace.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        message = ""
+        term_file = c.dir / "termination-log"
+        with contextlib.suppress(OSError):
+            message = term_file.read_bytes()[:MESSAGE_LIMIT].decode(errors="replace")
+        policy = c.spec.get("terminationMessagePolicy") or "File"
+        if not message and policy == "FallbackToLogsOnError" and code != 0:
+            message = tail_of(c.dir / f"{c.runs - 1}.log")
+        term: JSON = {
+            "exitCode": code,
+            "reason": "Completed" if code == 0 else "Error",
+            "startedAt": c.started_at,
+            "finishedAt": now_iso(),
+            "containerID": f"netiso-lab://{self.uid[:8]}-{c.name}-{c.runs}",
+        }
+        if code > 128:
+            term["signal"] = code - 128
+        if message:
+            term["message"] = message
+        ran = time.monotonic() - c.started_mono
+        if self.terminating:
+            c.state = {"terminated": term}
+            c.done = True
+            return
+        if c.init:
+            if code == 0:
+                c.done = True
+                c.state = {"terminated": term}
+                return
+            again = self.policy != "Never"
+        else:
+            again = restart_wanted(self.policy, code)
+        if not again:
+            c.state = {"terminated": term}
+            c.done = True
+            return
+        delay = backoff_delay(c.restarts if ran <= BACKOFF_RESET_AFTER else 0)
+        c.last_state = {"terminated": term}
+        c.restarts += 1
+        c.next_start = time.monotonic() + delay
+        if delay > 0:
+            c.state = {
+                "waiting": {
+                    "reason": "CrashLoopBackOff",
+                    "message": f"back-off {int(delay)}s restarting failed container={c.name} "
+                    f"pod={self.pod_name}_{self.ns}({self.uid})",
+                }
+            }
+        else:
+            c.state = {"terminated": term}
+
+    def _kill_all(self, sig: int) -> None:
+        for c in self._all():
+            if c.proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.proc.pid, sig)
+
+    def _terminate(self) -> None:
+        if not self.terminating:
+            self.terminating = True
+            grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+            self.kill_deadline = time.monotonic() + max(0, int(grace))
+            self._kill_all(signal.SIGTERM)
+            for c in self._all():
+                c.next_start = 0.0
+                if not c.running:
+                    c.done = True
+        if any(c.running for c in self._all()):
+            if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
+                self._kill_all(signal.SIGKILL)
+                self.kill_deadline = None
+            return
+        self._teardown()
+        self.agent.delete_pod(self.ns, self.pod_name, self.uid)
+        self.finished = True
+
+    def _teardown(self) -> None:
+        if self.sandbox_gone:
+            return
+        self.sandbox_gone = True
+        if self.netns and not self.host_network:
+            network.delete_pod_netns(self.netns, self.node, self.ip)
+            self.agent.ipam[self.node.name].release(self.ip)
+        elif self.host_network:
+            # hostNetwork containers share the node netns: kill only their process groups.
+            self._kill_all(signal.SIGKILL)
+
+    # -- status
+    def _phase(self) -> str:
+        if not self.sandbox_ready:
+            return "Pending"
+        if any(c.init and not c.done for c in self.init_containers):
+            if any(self._failed_for_good(c) for c in self.init_containers):
+                return "Failed"
+            return "Pending"
+        rows = [
+            (c.runs > 0, c.running, c.last_exit if c.done or not c.running else None)
+            for c in self.containers
+        ]
+        return pod_phase(self.policy, rows)
+
+    def _condition(self, kind: str, status: str, reason: str = "", message: str = "") -> JSON:
+        prev = self.cond_times.get(kind)
+        if prev is None or prev[0] != status:
+            self.cond_times[kind] = (status, now_iso())
+        out: JSON = {
+            "type": kind,
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": self.cond_times[kind][1],
+            "reason": reason or None,
+            "message": message or None,
+        }
+        return out
+
+    def _report(self) -> None:
+        phase = self._phase()
+        inits_done = all(c.done and c.last_exit == 0 for c in self.init_containers)
+        ready = phase == "Running" and all(c.running for c in self.containers)
+        not_ready = [c.name for c in self.containers if not c.running]
+        completed = phase in ("Succeeded", "Failed")
+        conds = [
+            self._condition(
+                "PodReadyToStartContainers",
+                "True" if self.sandbox_ready and not self.sandbox_gone else "False",
+            ),
+            self._condition(
+                "Initialized",
+                "True" if inits_done else "False",
+                "" if inits_done else "ContainersNotInitialized",
+            ),
+            self._condition(
+                "Ready",
+                "True" if ready else "False",
+                "" if ready else ("PodCompleted" if completed else "ContainersNotReady"),
+                ""
+                if ready or completed
+                else f"containers with unready status: [{' '.join(not_ready)}]",
+            ),
+            self._condition(
+                "ContainersReady",
+                "True" if ready else "False",
+                "" if ready else ("PodCompleted" if completed else "ContainersNotReady"),
+                ""
+                if ready or completed
+                else f"containers with unready status: [{' '.join(not_ready)}]",
+            ),
+            self._condition("PodScheduled", "True"),
+        ]
+        status: JSON = {
+            "phase": phase,
+            "conditions": conds,
+            "hostIP": self.node.ip,
+            "hostIPs": [{"ip": self.node.ip}],
+            "startTime": self.start_time,
+            "containerStatuses": [c.status(self.uid) for c in self.containers],
+        }
+        if self.init_containers:
+            status["initContainerStatuses"] = [c.status(self.uid) for c in self.init_containers]
+        if self.ip:
+            status["podIP"] = self.ip
+            status["podIPs"] = [{"ip": self.ip}]
+        if self.sandbox_error:
+            status["message"] = f"sandbox: {self.sandbox_error}"
+            status["reason"] = "SandboxFailed"
+        if status == self.last_status:
+            return
+        try:
+            self.agent.kube.patch(
+                f"/api/v1/namespaces/{self.ns}/pods/{self.pod_name}/status", {"status": status}
+            )
+            self.last_status = status
+        except ApiError as exc:
+            if exc.status == 404:
+                self.gone()
+            else:
+                log.warning("status of %s/%s: %s", self.ns, self.pod_name, exc)
+        self.agent.pod_status_changed(self, status)
+
+
+def _expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes' $(VAR) expansion ($$ escapes); unknown references stay as written."""
+    out, i = [], 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i) and ")" in value[i:]:
+            end = value.index(")", i)
+            name = value[i + 2 : end]
+            out.append(env.get(name, value[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- the agent
+
+
+class Agent:
+    def __init__(
+        self, kubeconfig: str, state_dir: Path, nodes: list[NodeSpec], flavor: str
+    ) -> None:
+        self.kube = Kube(kubeconfig)
+        self.state_dir = state_dir
+        self.nodes = {n.name: n for n in nodes}
+        self.flavor = flavor
+        self.ipam = {n.name: IPAllocator(n.pod_cidr, n.gateway) for n in nodes}
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        self.node_labels: dict[str, dict[str, str]] = {}
+        self.rr = 0
+        self.stop = threading.Event()
+        self.version = "v0.0.0"
+        self.dns = dns.HostsWriter(images.dns_hosts_dir(state_dir))
+        self.dns_pod_ip: str | None = None
+        self.first_sync = threading.Event()
+
+    # -- nodes and leases
+    def register_nodes(self) -> None:
+        self.version = str(self.kube.get("/version").get("gitVersion", "v0.0.0"))
+        for index, node in enumerate(self.nodes.values()):
+            body = node_object(self.flavor, node, index, self.version)
+            try:
+                self.kube.create("/api/v1/nodes", body)
+            except ApiError as exc:
+                if exc.status != 409:
+                    raise
+                self.kube.patch(
+                    f"/api/v1/nodes/{node.name}",
+                    {"metadata": {"labels": body["metadata"]["labels"]}},
+                )
+            self.kube.patch(f"/api/v1/nodes/{node.name}/status", {"status": body["status"]})
+            self.node_labels[node.name] = body["metadata"]["labels"]
+            log.info(
+                "registered node %s (%s, %s)",
+                node.name,
+                node.ip,
+                body["status"]["nodeInfo"]["kubeletVersion"],
+            )
+
+    def heartbeat_loop(self) -> None:
+        last_status = time.monotonic()
+        while not self.stop.is_set():
+            for node in self.nodes.values():
+                try:
+                    self._renew_lease(node)
+                except Exception as exc:
+                    log.warning("lease %s: %s", node.name, exc)
+            if time.monotonic() - last_status >= STATUS_HEARTBEAT:
+                last_status = time.monotonic()
+                for index, node in enumerate(self.nodes.values()):
+                    try:
+                        body = node_object(self.flavor, node, index, self.version)
+                        self.kube.patch(
+                            f"/api/v1/nodes/{node.name}/status", {"status": body["status"]}
+                        )
+                    except Exception as exc:
+                        log.warning("node status %s: %s", node.name, exc)
+            self.stop.wait(LEASE_RENEW)
+
+    def _renew_lease(self, node: NodeSpec) -> None:
+        path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+        spec = {
+            "holderIdentity": node.name,
+            "leaseDurationSeconds": LEASE_SECONDS,
+            "renewTime": micro_now(),
+        }
+        try:
+            self.kube.patch(
+                f"{path}/{node.name}", {"spec": spec}, content_type="application/merge-patch+json"
+            )
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            node_obj = self.kube.get(f"/api/v1/nodes/{node.name}")
+            owner = {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "name": node.name,
+                "uid": node_obj["metadata"]["uid"],
+            }
+            self.kube.create(
+                path,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {
+                        "name": node.name,
+                        "namespace": "kube-node-lease",
+                        "ownerReferences": [owner],
+                    },
+                    "spec": {**spec, "acquireTime": micro_now()},
+                },
+            )
+
+    # -- pods
+    def pod_watch_loop(self) -> None:
+        rv = ""
+        while not self.stop.is_set():
+            try:
+                if not rv:
+                    listing = self.kube.get("/api/v1/pods")
+                    rv = listing["metadata"]["resourceVersion"]
+                    self._resync([p for p in listing.get("items", [])])
+                    self.first_sync.set()
+                for event in self.kube.watch("/api/v1/pods", rv):
+                    kind, obj = event.get("type"), event.get("object", {})
+                    if kind == "ERROR":
+                        if obj.get("code") == 410:
+                            rv = ""
+                        break
+                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    if kind == "BOOKMARK":
+                        continue
+                    self.on_pod(kind, obj)
+            except ApiError as exc:
+                log.warning("pod watch: %s", exc)
+                if exc.status == 410:
+                    rv = ""
+                self.stop.wait(1)
+            except Exception as exc:
+                log.warning("pod watch broke (%s); re-listing", exc)
+                rv = ""
+                self.stop.wait(1)
+
+    def _resync(self, pods: list[JSON]) -> None:
+        seen = set()
+        for pod in pods:
+            seen.add(pod["metadata"]["uid"])
+            self.on_pod("ADDED", pod, listing=True)
+        with self.lock:
+            stale = [w for uid, w in self.workers.items() if uid not in seen]
+        for w in stale:
+            w.gone()
+        self._clean_orphans(seen)
+
+    def _clean_orphans(self, uids: set[str]) -> None:
+        known = {network.pod_netns_name(uid) for uid in uids}
+        for ns in network.list_netns(network.POD_NS_PREFIX):
+            if ns not in known:
+                log.info("removing orphan pod netns %s", ns)
+                network.delete_pod_netns(ns)
+
+    def on_pod(self, kind: str | None, pod: JSON, listing: bool = False) -> None:
+        meta, spec = pod.get("metadata", {}), pod.get("spec", {})
+        uid = meta.get("uid", "")
+        node_name = spec.get("nodeName") or ""
+        self.dns.observe_pod(kind or "", pod)
+        if kind == "DELETED":
+            with self.lock:
+                worker = self.workers.get(uid)
+            if worker:
+                worker.gone()
+            return
+        if not node_name:
+            if not meta.get("deletionTimestamp"):
+                self.schedule(pod)
+            return
+        node = self.nodes.get(node_name)
+        if node is None:
+            return
+        with self.lock:
+            worker = self.workers.get(uid)
+            if worker is None:
+                phase = pod.get("status", {}).get("phase")
+                if phase in ("Succeeded", "Failed") and not meta.get("deletionTimestamp"):
+                    return
+                worker = PodWorker(self, pod, node, adopted=listing)
+                if listing:
+                    # Processes of a previous agent cannot be re-attached (no exit codes for
+                    # non-children): kill them; containers restart per restart policy.
+                    self._adopt(worker, pod)
+                self.workers[uid] = worker
+                worker.start()
+                return
+        worker.update(pod)
+
+    def _adopt(self, worker: PodWorker, pod: JSON) -> None:
+        netns = network.pod_netns_name(worker.uid)
+        if network.netns_exists(netns):
+            network.kill_pids(network.netns_pids(netns))
+        previous = {s.get("name"): s for s in pod.get("status", {}).get("containerStatuses") or []}
+        for c in worker.containers:
+            st = previous.get(c.name)
+            if not st:
+                continue
+            c.restarts = int(st.get("restartCount", 0))
+            state = st.get("state") or {}
+            if "terminated" in state and state["terminated"] is not None:
+                code = int(state["terminated"].get("exitCode", 0))
+                c.runs = 1
+                c.last_exit = code
+                c.state = {"terminated": state["terminated"]}
+                if not restart_wanted(worker.policy, code):
+                    c.done = True
+            elif "running" in state and state["running"] is not None:
+                c.runs = 1
+                c.last_state = {
+                    "terminated": {
+                        "exitCode": 137,
+                        "reason": "Error",
+                        "message": "the lab node agent restarted; it cannot re-attach processes",
+                        "startedAt": state["running"].get("startedAt"),
+                        "finishedAt": now_iso(),
+                    }
+                }
+                c.last_exit = 137
+                if restart_wanted(worker.policy, 137):
+                    c.restarts += 1
+                else:
+                    c.state = dict(c.last_state)
+                    c.last_state = {}
+                    c.done = True
+        for c in worker.init_containers:
+            for st in pod.get("status", {}).get("initContainerStatuses") or []:
+                term = (st.get("state") or {}).get("terminated")
+                if st.get("name") == c.name and term and term.get("exitCode") == 0:
+                    c.done, c.last_exit, c.runs = True, 0, 1
+                    c.state = {"terminated": term}
+
+    def worker_done(self, worker: PodWorker) -> None:
+        with self.lock:
+            if self.workers.get(worker.uid) is worker:
+                del self.workers[worker.uid]
+
+    def schedule(self, pod: JSON) -> None:
+        spec, meta = pod["spec"], pod["metadata"]
+        if (spec.get("schedulerName") or "default-scheduler") != "default-scheduler":
+            return
+        candidates = [n for n in self.nodes if node_fits(pod, n, self.node_labels.get(n, {}))]
+        if not candidates:
+            self._unschedulable(pod)
+            return
+        with self.lock:
+            target = candidates[self.rr % len(candidates)]
+            self.rr += 1
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"], "uid": meta["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": target},
+        }
+        try:
+            self.kube.create(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding", body
+            )
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                log.warning("binding %s/%s: %s", meta["namespace"], meta["name"], exc)
+
+    def _unschedulable(self, pod: JSON) -> None:
+        meta = pod["metadata"]
+        cond = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": f"0/{len(self.nodes)} nodes are available: "
+            "node(s) didn't match Pod's node affinity/selector.",
+            "lastTransitionTime": now_iso(),
+        }
+        with contextlib.suppress(ApiError):
+            self.kube.patch(
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                {"status": {"conditions": [cond], "phase": "Pending"}},
+            )
+
+    def annotate(self, pod: JSON, netns: str) -> None:
+        meta = pod["metadata"]
+        if (meta.get("annotations") or {}).get(NETNS_ANNOTATION) == netns:
+            return
+        self.kube.patch(
+            f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}",
+            {"metadata": {"annotations": {NETNS_ANNOTATION: netns}}},
+        )
+
+    def delete_pod(self, ns: str, name: str, uid: str) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": uid},
+        }
+        try:
+            self.kube.delete(f"/api/v1/namespaces/{ns}/pods/{name}", body)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                log.warning("delete %s/%s: %s", ns, name, exc)
+
+    def read_data(self, ns: str, kind: str, name: str) -> dict[str, str]:
+        import base64
+
+        try:
+            obj = self.kube.get(f"/api/v1/namespaces/{ns}/{kind}/{name}")
+        except ApiError:
+            return {}
+        data = obj.get("data") or {}
+        if kind == "secrets":
+            return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}
+        return {k: str(v) for k, v in data.items()}
+
+    def pod_status_changed(self, worker: PodWorker, status: JSON) -> None:
+        labels = worker.pod["metadata"].get("labels") or {}
+        if worker.ns == "kube-system" and labels.get("k8s-app") == "kube-dns":
+            ip = worker.ip if status.get("phase") == "Running" and not worker.terminating else None
+            if ip != self.dns_pod_ip:
+                self.dns_pod_ip = ip
+                network.set_dns_target(list(self.nodes.values()), ip)
+                log.info("kube-dns DNAT -> %s", ip)
+
+    # -- services, for DNS names
+    def service_watch_loop(self) -> None:
+        rv = ""
+        while not self.stop.is_set():
+            try:
+                if not rv:
+                    listing = self.kube.get("/api/v1/services")
+                    rv = listing["metadata"]["resourceVersion"]
+                    self.dns.reset_services(listing.get("items", []))
+                for event in self.kube.watch("/api/v1/services", rv):
+                    kind, obj = event.get("type"), event.get("object", {})
+                    if kind == "ERROR":
+                        rv = ""
+                        break
+                    rv = obj.get("metadata", {}).get("resourceVersion", rv)
+                    if kind != "BOOKMARK":
+                        self.dns.observe_service(kind or "", obj)
+            except Exception as exc:
+                log.warning("service watch broke (%s); re-listing", exc)
+                rv = ""
+                self.stop.wait(1)
+
+    def run(self) -> None:
+        self.register_nodes()
+        for target in (
+            self.heartbeat_loop,
+            self.pod_watch_loop,
+            self.service_watch_loop,
+            self.dns.loop,
+        ):
+            threading.Thread(target=target, name=target.__name__, daemon=True).start()
+        self.stop.wait()
+
+    def shutdown(self) -> None:
+        """Stop watching; running pods keep running (like kubelet stopping, not draining)."""
+        self.stop.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.lab.node_agent", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--state-dir", required=True)
+    parser.add_argument("--node", action="append", required=True, help="name:netns:ip:podcidr")
+    parser.add_argument("--flavor", default="generic", choices=["generic", "eks", "gke", "aks"])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(threadName)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        nodes = [NodeSpec.parse(n) for n in args.node]
+    except ValueError as exc:
+        print(f"node-agent: {exc}", file=sys.stderr)
+        return 2
+    for node in nodes:
+        if not network.netns_exists(node.netns):
+            print(
+                f"node-agent: netns {node.netns} does not exist (run the lab network up first)",
+                file=sys.stderr,
+            )
+            return 2
+    # Two agents on the same nodes would fight over every pod (the second one "adopts" the first
+    # one's processes by killing them), so the state dir holds an exclusive lock.
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    lock = open(state / "node-agent.lock", "w")  # noqa: SIM115 - held for the process lifetime
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"node-agent: another node agent holds {state / 'node-agent.lock'}", file=sys.stderr)
+        return 1
+    agent = Agent(args.kubeconfig, state, nodes, args.flavor)
+
+    def stop(signum: int, frame: object) -> None:
+        agent.shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        agent.run()
+    except ApiError as exc:
+        print(f"node-agent: API server refused: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
