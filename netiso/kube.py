@@ -287,8 +287,12 @@ def translate_status(
             hint="bind the ClusterRole printed by `netiso render --rbac` to this identity",
         )
     if status == 404:
+        # A missing resource type answers either a Status "could not find the requested
+        # resource" (known group, unknown resource) or the plain-text "404 page not found" of
+        # the mux (unknown group); a missing object always names it in details.
         if not details.get("name") and (
-            "could not find the requested resource" in message or not message
+            "could not find the requested resource" in message
+            or "page not found" in message or not message
         ):
             component = CRD_COMPONENTS.get(req.rt.group)
             if component:
@@ -762,7 +766,10 @@ class Kube:
         body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1",
                                 "propagationPolicy": "Background"}
         if dry_run:
+            # Both places: with a DeleteOptions body the API server takes dryRun from the
+            # body and ignores the query parameter (a dry run would really delete).
             query.append(("dryRun", "All"))
+            body["dryRun"] = ["All"]
         if uid:
             body["preconditions"] = {"uid": uid}
         try:

@@ -1,0 +1,246 @@
+"""`netiso apply` against the lab's real kube-apiserver.
+
+Every run targets only namespaces this test created (by --namespace or a per-test label with
+--selector): the lab is shared, and an untargeted apply would isolate other tests' namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.lab.client import LabClient, tcp_server_command
+
+pytestmark = pytest.mark.lab
+
+NETISO = [sys.executable, "-c", "from netiso.cli import main; main()"]
+MANAGED = "app.kubernetes.io/managed-by=netiso"
+
+
+def netiso(lab: LabClient, *args: str, kubeconfig: Path | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NETISO, "--kubeconfig", str(kubeconfig or lab.kubeconfig), *args],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def policies(lab: LabClient, namespace: str) -> dict[str, Any]:
+    items = lab.networking.list_namespaced_network_policy(namespace).items
+    return {p.metadata.name: p for p in items}
+
+
+@pytest.fixture
+def values_file(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path / "values.yaml"
+
+
+def test_apply_creates_bundle_with_ssa_and_rerun_changes_nothing(
+        lab: LabClient, namespace: str) -> None:
+    first = netiso(lab, "-o", "json", "apply", "-n", namespace)
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    assert doc["kind"] == "ApplyResult"
+    assert doc["dryRun"] is False
+    created = doc["summary"]["created"]
+    assert created >= 4  # default-deny, same-namespace, app ports, metadata egress
+    assert doc["summary"]["changed"] == created
+    live = policies(lab, namespace)
+    assert len(live) == created
+    for pol in live.values():
+        assert pol.metadata.labels["app.kubernetes.io/managed-by"] == "netiso"
+        managers = {(m.manager, m.operation) for m in pol.metadata.managed_fields}
+        assert ("netiso", "Apply") in managers
+    versions = {n: p.metadata.resource_version for n, p in live.items()}
+
+    again = netiso(lab, "apply", "-n", namespace)
+    assert again.returncode == 0, again.stderr
+    assert "0 changed" in again.stdout
+    assert "not covered until the next `netiso apply`" in again.stderr
+    assert {n: p.metadata.resource_version for n, p in policies(lab, namespace).items()} \
+        == versions
+
+
+def test_dry_run_shows_create_update_unchanged_prune_and_writes_nothing(
+        lab: LabClient, namespace: str, values_file: Path) -> None:
+    dry = netiso(lab, "-o", "json", "apply", "-n", namespace, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    actions = {o["name"]: o["action"] for o in json.loads(dry.stdout)["namespaces"][0]["objects"]}
+    assert actions and set(actions.values()) == {"create"}
+    assert policies(lab, namespace) == {}
+
+    assert netiso(lab, "apply", "-n", namespace).returncode == 0
+    before = {n: p.metadata.resource_version for n, p in policies(lab, namespace).items()}
+
+    # New values: port 8080 instead of 8000 (an update), same-namespace allow off (a prune).
+    values_file.write_text(
+        "appPorts:\n  - podSelector: {app: web-server}\n    ports: [8080]\n"
+        "policies:\n  allowSameNamespace: false\n"
+    )
+    dry = netiso(lab, "apply", "-f", str(values_file), "-n", namespace, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    dry_json = netiso(lab, "-o", "json", "apply", "-f", str(values_file), "-n", namespace,
+                      "--dry-run")
+    objects = json.loads(dry_json.stdout)["namespaces"][0]["objects"]
+    by_action: dict[str, list[str]] = {}
+    for obj in objects:
+        by_action.setdefault(obj["action"], []).append(obj["name"])
+    assert by_action.get("prune") == ["netiso-allow-same-namespace"], dry_json.stdout
+    (updated,) = by_action["update"]
+    assert "app-ports" in updated or "web-server" in updated
+    assert "netiso-default-deny-ingress" in by_action["unchanged"]
+    diff = next(o["diff"] for o in objects if o["action"] == "update")
+    assert "-      port: 8000" in diff or "-    - port: 8000" in diff or "8000" in diff
+    assert "8080" in diff
+    # the table output shows the same diff and says what would change
+    assert "8080" in dry.stdout
+    assert "would change" in dry.stdout
+    # nothing was written
+    assert {n: p.metadata.resource_version for n, p in policies(lab, namespace).items()} \
+        == before
+
+    real = netiso(lab, "-o", "json", "apply", "-f", str(values_file), "-n", namespace)
+    assert real.returncode == 0, real.stderr
+    summary = json.loads(real.stdout)["summary"]
+    assert (summary["updated"], summary["pruned"]) == (1, 1)
+    assert "netiso-allow-same-namespace" not in policies(lab, namespace)
+
+
+def test_prune_touches_only_netiso_objects(lab: LabClient, namespace: str,
+                                           values_file: Path) -> None:
+    assert netiso(lab, "apply", "-n", namespace).returncode == 0
+    foreign = {"metadata": {"name": "team-allow-web"},
+               "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}}
+    lab.networking.create_namespaced_network_policy(namespace, foreign)
+    # Labelled like netiso's but written by someone else: prune must leave it alone.
+    impostor = {"metadata": {"name": "netiso-handmade", "labels": {
+        "app.kubernetes.io/managed-by": "netiso"}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
+    lab.networking.create_namespaced_network_policy(namespace, impostor)
+    before_foreign = policies(lab, namespace)["team-allow-web"].metadata.resource_version
+
+    values_file.write_text("policies:\n  allowAppPorts: false\n")
+    no_prune = netiso(lab, "-o", "json", "apply", "-f", str(values_file), "-n", namespace,
+                      "--no-prune")
+    assert no_prune.returncode == 0, no_prune.stderr
+    assert json.loads(no_prune.stdout)["summary"]["pruned"] == 0
+    assert any("app-ports" in n or "web-server" in n for n in policies(lab, namespace))
+
+    pruned = netiso(lab, "-o", "json", "apply", "-f", str(values_file), "-n", namespace)
+    assert pruned.returncode == 0, pruned.stderr
+    names = [o["name"] for o in json.loads(pruned.stdout)["namespaces"][0]["objects"]
+             if o["action"] == "prune"]
+    assert len(names) == 1
+    live = policies(lab, namespace)
+    assert names[0] not in live
+    assert live["team-allow-web"].metadata.resource_version == before_foreign
+    assert "netiso-handmade" in live
+
+
+def test_conflict_names_the_other_field_manager(lab: LabClient, namespace: str) -> None:
+    assert netiso(lab, "apply", "-n", namespace).returncode == 0
+    name = "netiso-default-deny-ingress"
+    assert name in policies(lab, namespace)
+    # Another tool takes over spec.podSelector with a forced server-side apply.
+    body = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": {"matchLabels": {"only": "this"}}}}
+    lab.kubectl("apply", "--server-side", "--force-conflicts", "--field-manager=other-tool",
+                "-f", "-", input=json.dumps(body))
+
+    refused = netiso(lab, "apply", "-n", namespace)
+    assert refused.returncode == 1
+    err = refused.stderr
+    assert "other-tool" in err
+    assert "spec.podSelector" in err
+    assert "--force-conflicts" in err
+    assert "not applied" in err
+
+    forced = netiso(lab, "apply", "-n", namespace, "--force-conflicts")
+    assert forced.returncode == 0, forced.stderr
+    assert policies(lab, namespace)[name].spec.pod_selector.match_labels is None
+
+
+def test_excluded_and_opted_out_namespaces_are_skipped_and_said(lab: LabClient) -> None:
+    run = uuid.uuid4().hex[:6]
+    label = f"netiso-test-run={run}"
+    names = [f"t-excl-{run}-a", f"t-excl-{run}-b"]
+    for n in names:
+        labels = {"netiso-test-run": run}
+        if n.endswith("-b"):
+            labels["netiso.io/exclude"] = "true"
+        lab.core.create_namespace({"metadata": {"name": n, "labels": labels}})
+    try:
+        out = netiso(lab, "-o", "json", "apply", "--selector", label)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert [ns["namespace"] for ns in doc["namespaces"]] == [names[0]]
+        skipped = {s["namespace"]: s["reason"] for s in doc["skipped"]}
+        assert "netiso.io/exclude=true" in skipped[names[1]]
+        assert f"namespace {names[1]}: labelled netiso.io/exclude=true" in out.stderr
+        assert policies(lab, names[1]) == {}
+        assert policies(lab, names[0])
+
+        system = netiso(lab, "apply", "-n", "kube-system")
+        assert system.returncode == 2
+        assert "kube-system" in system.stderr
+        assert policies(lab, "kube-system") == {} or all(
+            "netiso" not in n for n in policies(lab, "kube-system"))
+    finally:
+        for n in names:
+            lab.core.delete_namespace(n)
+
+
+def test_first_apply_lists_pods_that_become_isolated(lab: LabClient, namespace: str) -> None:
+    lab.run_busybox(namespace, "web", tcp_server_command(8080), labels={"app": "web"})
+    lab.wait_for_pod_running(namespace, "web")
+    out = netiso(lab, "-o", "json", "apply", "-n", namespace)
+    assert out.returncode == 0, out.stderr
+    ns = json.loads(out.stdout)["namespaces"][0]
+    assert ns["firstApply"] is True
+    assert ns["podsBecomingIsolated"] == ["web"]
+    assert f"namespace {namespace}: first apply; 1 running pod(s) become isolated" in out.stderr
+    # The warning comes before anything was written: it is printed ahead of the result.
+    again = netiso(lab, "-o", "json", "apply", "-n", namespace)
+    assert json.loads(again.stdout)["namespaces"][0]["podsBecomingIsolated"] == []
+    assert "become isolated" not in again.stderr
+
+
+def test_missing_crd_names_the_component(lab: LabClient) -> None:
+    from netiso import kube
+
+    with kube.connect(str(lab.kubeconfig)) as k, pytest.raises(kube.MissingResourceType) as err:
+        k.list_objects(kube.resource_type("cilium.io/v2", "CiliumNetworkPolicy"))
+    assert "Cilium" in err.value.one_line()
+    assert err.value.exit_code == 4
+
+
+def test_watch_and_wait_for(lab: LabClient, namespace: str) -> None:
+    import threading
+
+    from netiso import kube
+
+    with kube.connect(str(lab.kubeconfig)) as k:
+        def later() -> None:
+            lab.core.create_namespaced_config_map(
+                namespace, {"metadata": {"name": "late", "labels": {"x": "y"}}})
+
+        timer = threading.Timer(1.0, later)
+        timer.start()
+        obj = k.wait_for(kube.CONFIGMAP, "late", namespace,
+                         lambda o: o is not None and o["metadata"]["labels"].get("x") == "y",
+                         timeout=30, what="the config map")
+        timer.join()
+        assert obj is not None
+        assert obj["metadata"]["name"] == "late"
+        with pytest.raises(kube.KubeError) as err:
+            k.wait_for(kube.CONFIGMAP, "never", namespace, lambda o: o is not None, timeout=2,
+                       what="a config map that never comes")
+        assert "timed out" in err.value.one_line()
