@@ -1,4 +1,9 @@
-"""`netiso version`."""
+"""`netiso version`: the tool's version, the bundle version it renders, and the Python running it.
+
+JSON schema (stable): ``{"version": str, "bundleVersion": str, "python": str}``. The bundle
+version is the ``netiso.io/bundle-version`` label value on every object netiso renders, so a
+script can tell whether the policies in a cluster came from this release's bundle.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,13 @@ from netiso.commands._common import reporter
 def register(app: typer.Typer) -> None:
     @app.command("version")
     def version(ctx: typer.Context) -> None:
-        """Print netiso's version."""
+        """Print netiso's version and the bundle version it renders."""
+        from netiso.bundle import BUNDLE_VERSION
+
         rep = reporter(ctx)
-        data = {"version": __version__, "python": platform.python_version()}
-        rep.result(data, lambda con: con.print(f"netiso {__version__}"))
+        data = {
+            "version": __version__,
+            "bundleVersion": BUNDLE_VERSION,
+            "python": platform.python_version(),
+        }
+        rep.result(data, lambda con: con.print(f"netiso {__version__} (bundle {BUNDLE_VERSION})"))

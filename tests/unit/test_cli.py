@@ -66,7 +66,8 @@ def test_version_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "-o", "json", "version")
     assert code == 0
     data = json.loads(out)
-    assert set(data) == {"version", "python"}
+    assert set(data) == {"version", "bundleVersion", "python"}
+    assert data["bundleVersion"] == "v1"
     assert err == ""
 
 
