@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from tests.lab import build, controlplane, enforcement, network
+from tests.lab import build, controlplane, dns, enforcement, kubeapi, network
 
 FLAVORS = ("generic", "eks", "gke", "aks")
 NODE_AGENT = "node-agent"
@@ -201,6 +201,13 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
                 proc=NODE_AGENT)
     _wait_until("default ServiceAccount", _default_sa_exists, 60)
     phase("nodes")
+
+    log("cluster DNS: kube-system/lab-dns behind Service kube-dns (10.96.0.10)")
+    try:
+        dns.ensure_dns(str(controlplane.paths().admin_kubeconfig))
+    except (TimeoutError, kubeapi.ApiError) as exc:
+        raise controlplane.LabError(f"cluster DNS did not start: {exc}") from exc
+    phase("dns")
 
     set_enforcement(spec.enforce, spec=spec, log=log)
     phase("enforcement")
