@@ -45,12 +45,16 @@ def register(app: typer.Typer) -> None:
         ] = None,
         force: Annotated[
             bool,
-            typer.Option("--force", help="Allow targeting system/excluded namespaces."),
+            typer.Option("--force", help="Allow targeting system/excluded namespaces.", metavar=""),
         ] = False,
         rbac: Annotated[
             bool,
-            typer.Option("--rbac", help="Print the ClusterRole netiso needs (and an example "
-                         "binding) instead of the bundle."),
+            typer.Option(
+                "--rbac",
+                help="Print the ClusterRole netiso needs (and an example binding) instead of "
+                "the bundle.",
+                metavar="",
+            ),
         ] = False,
     ) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
