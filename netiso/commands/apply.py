@@ -19,44 +19,49 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def aligned(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell. Not a rich Table on purpose: a table shrinks and
+    ellipsises cells to the terminal width (80 columns in a pipe), and namespace and policy
+    names are exactly what people grep for."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in [header, *rows])
+
+
 def _table(data: dict[str, Any]) -> Any:
     def draw(console: Console) -> None:
-        from rich.table import Table
-
         dry = data["dryRun"]
+        out: list[str] = []
+        rows: list[list[str]] = []
         if dry:
-            table = Table("NAMESPACE", "OBJECT", "ACTION", box=None, pad_edge=False)
             diffs: list[str] = []
             for ns in data["namespaces"]:
                 for obj in ns["objects"]:
-                    table.add_row(ns["namespace"], f"{obj['kind']}/{obj['name']}",
-                                  obj["action"])
+                    rows.append([ns["namespace"], f"{obj['kind']}/{obj['name']}", obj["action"]])
                     if obj.get("diff") and obj["action"] == "update":
-                        diffs.append(obj["diff"])
-            if table.row_count:
-                console.print(table)
-            for diff in diffs:
-                console.print(diff, markup=False, highlight=False, end="")
+                        diffs.append(obj["diff"].rstrip("\n"))
+            if rows:
+                out.append(aligned(["NAMESPACE", "OBJECT", "ACTION"], rows))
+            out.extend(diffs)
         else:
-            table = Table("NAMESPACE", "STATE", "CREATED", "UPDATED", "UNCHANGED", "PRUNED",
-                          box=None, pad_edge=False)
             for ns in data["namespaces"]:
                 counts = {a: 0 for a in ("create", "update", "unchanged", "prune")}
                 for obj in ns["objects"]:
                     counts[obj["action"]] += 1
-                table.add_row(ns["namespace"], ns["state"], str(counts["create"]),
-                              str(counts["update"]), str(counts["unchanged"]),
-                              str(counts["prune"]))
-            if table.row_count:
-                console.print(table)
+                rows.append([ns["namespace"], ns["state"], str(counts["create"]),
+                             str(counts["update"]), str(counts["unchanged"]),
+                             str(counts["prune"])])
+            if rows:
+                out.append(aligned(["NAMESPACE", "STATE", "CREATED", "UPDATED", "UNCHANGED",
+                                    "PRUNED"], rows))
         s = data["summary"]
         would = "would change" if dry else "changed"
-        console.print(
+        out.append(
             f"{s['namespaces']} namespaces: {s['created']} created, {s['updated']} updated, "
             f"{s['unchanged']} unchanged, {s['pruned']} pruned; {s['changed']} {would}"
-            + ("" if dry else f"; {s['notApplied']} not applied"),
-            markup=False, highlight=False,
+            + ("" if dry else f"; {s['notApplied']} not applied")
         )
+        console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw
 

@@ -18,29 +18,28 @@ if TYPE_CHECKING:
 
 
 def _table(data: dict[str, Any]) -> Any:
+    # Plain lines, not a rich Table: a table shrinks and ellipsises namespace names to the
+    # terminal width (80 columns in a pipe), and these names are what people grep for.
     def draw(console: Console) -> None:
-        from rich.table import Table
-
-        table = Table("NAMESPACE", "STATE", "POLICIES", "FOREIGN POLICIES", "DETAIL",
-                      box=None, pad_edge=False)
+        lines: list[str] = []
         for ns in data["namespaces"]:
             ok = sum(1 for p in ns["policies"] if p["state"] == "in sync")
-            detail = "; ".join(
-                f"{p['name']}: {p['state']}" + (f" ({p['reasons'][0]})" if p["reasons"] else "")
-                for p in ns["policies"] if p["state"] != "in sync"
-            )
-            foreign = ", ".join(f"{f['name']} ({f['selectedPods']} pods)"
-                                for f in ns["foreignPolicies"]) or "-"
-            table.add_row(ns["namespace"], ns["state"], f"{ok}/{len(ns['policies'])} in sync",
-                          foreign, detail or "-")
-        if table.row_count:
-            console.print(table)
+            lines.append(f"{ns['namespace']}: {ns['state']} "
+                         f"({ok}/{len(ns['policies'])} bundle policies in sync, "
+                         f"{ns['pods']} pods)")
+            for p in ns["policies"]:
+                if p["state"] != "in sync":
+                    why = f": {'; '.join(p['reasons'])}" if p["reasons"] else ""
+                    lines.append(f"  {p['name']}: {p['state']}{why}")
+            for f in ns["foreignPolicies"]:
+                lines.append(f"  foreign policy {f['name']} ({f['selectedPods']} pods)"
+                             + (f" by {', '.join(f['managers'])}" if f["managers"] else ""))
         s = data["summary"]
-        console.print(
+        lines.append(
             f"{len(data['namespaces'])} namespaces: {s['in sync']} in sync, {s['drifted']} "
-            f"drifted, {s['missing']} missing; enforcement: {data['enforcement']}",
-            markup=False, highlight=False,
+            f"drifted, {s['missing']} missing; enforcement: {data['enforcement']}"
         )
+        console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
     return draw
 

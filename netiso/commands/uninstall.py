@@ -17,18 +17,15 @@ if TYPE_CHECKING:
 
 def _table(data: dict[str, Any]) -> Any:
     def draw(console: Console) -> None:
-        from rich.table import Table
+        from netiso.commands.apply import aligned
 
         verb = "would delete" if data["dryRun"] else "deleted"
-        table = Table("KIND", "NAMESPACE", "NAME", "ACTION", box=None, pad_edge=False)
-        for t in data["deleted"]:
-            table.add_row(t["kind"], t["namespace"] or "-", t["name"], verb)
-        for t in data["skipped"]:
-            table.add_row(t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"])
-        if table.row_count:
-            console.print(table)
-        console.print(f"{len(data['deleted'])} objects {verb}; "
-                      f"{len(data['skipped'])} skipped", markup=False, highlight=False)
+        rows = [[t["kind"], t["namespace"] or "-", t["name"], verb] for t in data["deleted"]]
+        rows += [[t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"]]
+                 for t in data["skipped"]]
+        out = [aligned(["KIND", "NAMESPACE", "NAME", "ACTION"], rows)] if rows else []
+        out.append(f"{len(data['deleted'])} objects {verb}; {len(data['skipped'])} skipped")
+        console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw
 
