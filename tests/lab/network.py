@@ -140,7 +140,7 @@ def pod_netns_name(uid: str) -> str:
 
 def pod_host_veth(uid: str) -> str:
     """Node-side veth name (<= 15 chars, the kernel's IFNAMSIZ limit)."""
-    return "nlp" + uid.replace("-", "")[:12]
+    return LINK_PREFIX + uid.replace("-", "")[:11]
 
 
 def fabric_port(ip: str) -> str:
@@ -308,34 +308,35 @@ def pod_exec_argv(
     ]
 
 
+# No shell variables in here: anything assigned would overwrite a same-named variable of the
+# container's environment (env is exported into this shell) and leak into the exec'd process.
 _CONTAINER_INIT = r"""
 set -e
-B=/bin/busybox
-[ -z "$1" ] || $B hostname "$1"
-$B mount -t tmpfs -o mode=755,size=1m,nosuid nlab-dev /dev
+[ -z "$1" ] || /bin/busybox hostname "$1"
+/bin/busybox mount -t tmpfs -o mode=755,size=1m,nosuid nlab-dev /dev
 cd /dev
-$B mknod -m 666 null c 1 3
-$B mknod -m 666 zero c 1 5
-$B mknod -m 666 full c 1 7
-$B mknod -m 666 random c 1 8
-$B mknod -m 666 urandom c 1 9
-$B mknod -m 666 tty c 5 0
-$B ln -s /proc/self/fd fd
-$B ln -s /proc/self/fd/0 stdin
-$B ln -s /proc/self/fd/1 stdout
-$B ln -s /proc/self/fd/2 stderr
-$B mkdir shm pts
-$B mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shm /dev/shm
+/bin/busybox mknod -m 666 null c 1 3
+/bin/busybox mknod -m 666 zero c 1 5
+/bin/busybox mknod -m 666 full c 1 7
+/bin/busybox mknod -m 666 random c 1 8
+/bin/busybox mknod -m 666 urandom c 1 9
+/bin/busybox mknod -m 666 tty c 5 0
+/bin/busybox ln -s /proc/self/fd fd
+/bin/busybox ln -s /proc/self/fd/0 stdin
+/bin/busybox ln -s /proc/self/fd/1 stdout
+/bin/busybox ln -s /proc/self/fd/2 stderr
+/bin/busybox mkdir shm pts
+/bin/busybox mount -t tmpfs -o mode=1777,size=64m,nosuid,nodev shm /dev/shm
 if [ -n "$2" ]; then
   # Bind the host file before /tmp is covered: its host path may itself be under /tmp.
   : > /dev/.nlab-termination
-  $B mount --bind "$2" /dev/.nlab-termination
+  /bin/busybox mount --bind "$2" /dev/.nlab-termination
 fi
-$B mount -t tmpfs -o mode=1777,size=256m,nosuid,nodev tmp /tmp
+/bin/busybox mount -t tmpfs -o mode=1777,size=256m,nosuid,nodev tmp /tmp
 if [ -n "$2" ]; then
-  $B mkdir -p "${3%/*}"
+  /bin/busybox mkdir -p "${3%/*}"
   : > "$3"
-  $B mount --bind /dev/.nlab-termination "$3"
+  /bin/busybox mount --bind /dev/.nlab-termination "$3"
 fi
 cd "${4:-/}" 2>/dev/null || cd /
 shift 4

@@ -663,6 +663,8 @@ class PodWorker(threading.Thread):
                 cwd="/",
             )
         (self.agent.state_dir / "pods").mkdir(exist_ok=True)
+        if c.runs:
+            c.restarts += 1
         c.runs += 1
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
@@ -725,7 +727,6 @@ class PodWorker(threading.Thread):
             return
         delay = backoff_delay(c.restarts if ran <= BACKOFF_RESET_AFTER else 0)
         c.last_state = {"terminated": term}
-        c.restarts += 1
         c.next_start = time.monotonic() + delay
         if delay > 0:
             c.state = {
@@ -1099,9 +1100,7 @@ class Agent:
                     }
                 }
                 c.last_exit = 137
-                if restart_wanted(worker.policy, 137):
-                    c.restarts += 1
-                else:
+                if not restart_wanted(worker.policy, 137):
                     c.state = dict(c.last_state)
                     c.last_state = {}
                     c.done = True

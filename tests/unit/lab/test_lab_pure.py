@@ -1,0 +1,378 @@
+"""Pure parts of the lab's network, image map, metadata host, DNS names and node agent."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.lab import dns, images, metadata_server, network, node_agent
+from tests.lab.network import NodeSpec
+
+N1 = NodeSpec("lab-node-1", "netiso-node-1", "10.250.0.11", "10.244.1.0/24")
+N2 = NodeSpec("lab-node-2", "netiso-node-2", "10.250.0.12", "10.244.2.0/24")
+
+
+# ---------------------------------------------------------------- network
+
+
+def test_nodespec_round_trips_the_agent_flag() -> None:
+    assert NodeSpec.parse(str(N1)) == N1
+    assert N1.gateway == "10.244.1.1"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "lab-node-1:netiso-node-1:10.250.0.11",
+        "n:netiso-n:10.250.0.300:10.244.1.0/24",
+        "n:other:10.250.0.11:10.244.1.0/24",
+    ],
+)
+def test_nodespec_rejects_bad_flags(bad: str) -> None:
+    with pytest.raises(ValueError):
+        NodeSpec.parse(bad)
+
+
+def test_pod_netns_and_veth_names_are_deterministic_and_fit_ifnamsiz() -> None:
+    uid = "0e6acbea-1234-4abc-9def-0123456789ab"
+    assert network.pod_netns_name(uid) == "netiso-pod-0e6acbea"
+    assert len(network.pod_host_veth(uid)) <= 15
+    assert network.pod_host_veth(uid).startswith(network.LINK_PREFIX)
+
+
+def test_node_routes_reach_other_nodes_and_the_metadata_host_only() -> None:
+    routes = dict(network.node_routes(N1, [N1, N2]))
+    assert routes == {
+        "10.244.2.0/24": "10.250.0.12",
+        "169.254.169.254/32": network.META_HOST_IP,
+        "169.254.170.23/32": network.META_HOST_IP,
+    }
+
+
+def test_pod_routes_cover_only_lab_ranges_and_no_default() -> None:
+    lines = network.pod_route_lines("10.244.1.7", "10.244.1.1")
+    dests = [line.split()[2] for line in lines if line.startswith("route add")]
+    assert "default" not in dests and "0.0.0.0/0" not in dests
+    lab = [ipaddress.IPv4Network(d) for d in network.POD_ROUTES]
+    for dest in dests:
+        net = ipaddress.IPv4Network(dest if "/" in dest else f"{dest}/32")
+        assert any(net.subnet_of(x) for x in lab) or dest == "10.244.1.1/32"
+    # The internet-facing host gateway of this kind of machine is never reachable.
+    assert not any(ipaddress.ip_address("192.0.2.1") in x for x in lab)
+
+
+def test_resolv_conf_points_cluster_first_at_lab_dns() -> None:
+    text = network.resolv_conf("team-a", "ClusterFirst", None)
+    assert "nameserver 10.96.0.10" in text
+    assert "search team-a.svc.cluster.local svc.cluster.local cluster.local" in text
+    assert "options ndots:5" in text
+
+
+def test_resolv_conf_is_empty_for_default_policy_and_host_network() -> None:
+    assert network.resolv_conf("a", "Default", None) == ""
+    assert network.resolv_conf("a", "ClusterFirst", None, host_network=True) == ""
+    assert "10.96.0.10" in network.resolv_conf("a", "ClusterFirstWithHostNet", None, True)
+
+
+def test_resolv_conf_honours_dns_config() -> None:
+    text = network.resolv_conf(
+        "a",
+        "None",
+        {
+            "nameservers": ["10.244.1.9"],
+            "searches": ["x.local"],
+            "options": [{"name": "ndots", "value": "2"}],
+        },
+    )
+    assert text == "search x.local\nnameserver 10.244.1.9\noptions ndots:2\n"
+
+
+def test_root_safety_rules_drop_lab_forwarding_and_guard_the_api_address() -> None:
+    rules = network.root_safety_rules()
+    fwd = [" ".join(r) for r in rules[network.FWD_CHAIN]]
+    assert "-s 10.244.0.0/16 -j DROP" in fwd and "-s 10.250.0.0/24 -j DROP" in fwd
+    assert "-i nlab+ -j DROP" in fwd
+    inp = [" ".join(r) for r in rules[network.IN_CHAIN]]
+    assert inp[-1] == "-d 10.250.0.1/32 -j DROP"
+    assert any("--dport 6443" in r and "ACCEPT" in r for r in inp)
+    # Nothing in root ever mentions the link-local metadata range: the host may use it.
+    assert not any("169.254" in r for r in fwd + inp)
+
+
+def test_node_nat_dnats_dns_only_when_a_target_exists() -> None:
+    assert network.node_nat_rules(N1, None)[network.NODE_NAT_DNS] == []
+    dnat = network.node_nat_rules(N1, "10.244.2.9")[network.NODE_NAT_DNS]
+    assert [r[1] for r in dnat] == ["udp", "tcp"]
+    assert all(r[-1] == "10.244.2.9:53" for r in dnat)
+
+
+@pytest.mark.parametrize(
+    ("path", "ok"),
+    [
+        ("/dev/termination-log", True),
+        ("/tmp/msg", True),
+        ("/etc/passwd", False),
+        ("/dev/../etc/x", False),
+        ("rel", False),
+    ],
+)
+def test_termination_paths_stay_inside_private_mounts(path: str, ok: bool) -> None:
+    assert network.termination_path_supported(path) is ok
+
+
+def test_pod_exec_argv_execs_the_container_process_last() -> None:
+    argv = network.pod_exec_argv("netiso-pod-x", ["sh", "-c", "true"], hostname="p", workdir="/w")
+    assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
+    assert argv[-3:] == ["sh", "-c", "true"]
+    assert argv[-7:-3] == ["p", "", "", "/w"]
+
+
+# ---------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize(
+    ("ref", "expected"),
+    [
+        ("busybox", ("docker.io/library/busybox", "latest")),
+        ("busybox:1.36", ("docker.io/library/busybox", "1.36")),
+        ("library/alpine:3", ("docker.io/library/alpine", "3")),
+        ("registry.k8s.io/pause:3.10", ("registry.k8s.io/pause", "3.10")),
+        ("localhost:5000/x/y", ("localhost:5000/x/y", "latest")),
+        ("busybox@sha256:abc", ("docker.io/library/busybox", "@sha256:abc")),
+    ],
+)
+def test_image_reference_normalisation(ref: str, expected: tuple[str, str]) -> None:
+    assert images.normalize(ref) == expected
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_busybox_images_run_busybox_with_kubernetes_command_rules(tmp_path: Path) -> None:
+    img = images.resolve("registry.k8s.io/e2e-test-images/busybox:1.36.1-1", tmp_path)
+    assert img.argv(None, None) == ["sh"]
+    assert img.argv(["sleep"], ["1"]) == ["sleep", "1"]
+    assert img.argv(None, ["-c", "true"]) == ["-c", "true"]  # args alone replace CMD, no entrypoint
+    assert img.argv(["/bin/sh", "-c", "x"], None)[0] == f"{img.applet_dir}/sh"
+    assert img.path.startswith(img.applet_dir + ":")
+
+
+def test_unknown_images_fail_with_a_specific_message(tmp_path: Path) -> None:
+    with pytest.raises(
+        images.ImageNotFound, match=r'"docker.io/library/nginx:1.25".*no local program'
+    ):
+        images.resolve("nginx:1.25", tmp_path)
+    with pytest.raises(images.ImageNotFound):
+        images.resolve("registry.k8s.io/coredns/coredns:v1.11.1", tmp_path)
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_wget_shim_turns_timeout_flag_into_busybox_timeout(tmp_path: Path) -> None:
+    applet_dir, _ = images.ensure_applet_dir(tmp_path)
+    shim = Path(applet_dir) / "wget"
+    # Replace the real wget call with echo by running the shim text with a fake busybox on PATH.
+    text = shim.read_text().replace("/bin/busybox", "echo")
+    fake = tmp_path / "fake-wget"
+    fake.write_text(text.replace("#!echo sh", "#!/bin/busybox sh"))
+    fake.chmod(0o755)
+    out = subprocess.run(
+        [str(fake), "-qO-", "-T", "3", "http://x/"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["timeout", "3", "echo", "wget", "-qO-", "http://x/"]
+    out = subprocess.run(
+        [str(fake), "-T5", "http://x/"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split()[:2] == ["timeout", "5"]
+    out = subprocess.run([str(fake), "http://x/"], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["wget", "http://x/"]
+
+
+@pytest.mark.skipif(shutil.which(images.DNSMASQ) is None, reason="dnsmasq-base not installed")
+def test_dns_image_serves_the_agent_hosts_dir(tmp_path: Path) -> None:
+    img = images.resolve("netiso.lab/dnsmasq:2.90", tmp_path)
+    argv = img.argv(None, None)
+    assert argv[0] == images.DNSMASQ
+    assert f"--hostsdir={images.dns_hosts_dir(tmp_path)}" in argv
+    assert "--no-resolv" in argv and "--local=/cluster.local/" in argv
+
+
+# ---------------------------------------------------------------- metadata host
+
+
+def test_metadata_answers_like_the_clouds() -> None:
+    assert (
+        metadata_server.answer("GET", "/latest/meta-data/instance-id", {})[2]
+        == metadata_server.INSTANCE_ID
+    )
+    assert metadata_server.answer("GET", "/computeMetadata/v1/instance/id", {})[0] == 403
+    assert (
+        metadata_server.answer(
+            "GET", "/computeMetadata/v1/instance/id", {"metadata-flavor": "Google"}
+        )[0]
+        == 200
+    )
+    assert metadata_server.answer("GET", "/metadata/instance", {"metadata": "true"})[0] == 200
+    assert metadata_server.answer("GET", "/nope", {})[0] == 404
+    assert metadata_server.answer("PUT", "/latest/api/token", {})[0] == 200
+
+
+# ---------------------------------------------------------------- DNS names
+
+
+def test_render_hosts_names_services_headless_members_and_pods() -> None:
+    services = {
+        ("default", "kubernetes"): {"spec": {"clusterIP": "10.96.0.1", "selector": {}}},
+        ("team", "web"): {"spec": {"clusterIP": "10.96.3.4", "selector": {"app": "web"}}},
+        ("team", "db"): {"spec": {"clusterIP": "None", "selector": {"app": "db"}}},
+    }
+    pods = {
+        "u1": {
+            "ns": "team",
+            "ip": "10.244.1.5",
+            "labels": {"app": "db"},
+            "ready": True,
+            "hostname": "db-0",
+            "subdomain": "db",
+        },
+        "u2": {
+            "ns": "team",
+            "ip": "10.244.1.6",
+            "labels": {"app": "db"},
+            "ready": False,
+            "hostname": None,
+            "subdomain": None,
+        },
+        "u3": {
+            "ns": "other",
+            "ip": "10.244.2.5",
+            "labels": {"app": "db"},
+            "ready": True,
+            "hostname": None,
+            "subdomain": None,
+        },
+    }
+    lines = dns.render_hosts(services, pods).splitlines()
+    assert "10.96.0.1 kubernetes.default.svc.cluster.local" in lines
+    assert "10.96.3.4 web.team.svc.cluster.local" in lines
+    assert "10.244.1.5 db.team.svc.cluster.local" in lines
+    assert "10.244.1.5 db-0.db.team.svc.cluster.local" in lines
+    assert "10.244.1.6 db.team.svc.cluster.local" not in lines  # not ready
+    assert "10.244.2.5 db.team.svc.cluster.local" not in lines  # other namespace
+    assert "10.244.2.5 10-244-2-5.other.pod.cluster.local" in lines
+
+
+def test_dns_objects_match_the_contract() -> None:
+    svc, pod = dns.bootstrap_objects()
+    assert svc["spec"]["clusterIP"] == network.DNS_IP
+    assert svc["spec"]["selector"] == pod["metadata"]["labels"] == {"k8s-app": "kube-dns"}
+    assert pod["metadata"]["namespace"] == svc["metadata"]["namespace"] == "kube-system"
+
+
+# ---------------------------------------------------------------- node agent
+
+
+@pytest.mark.parametrize(
+    ("flavor", "provider", "label", "suffix"),
+    [
+        ("eks", "aws:///us-west-2a/i-0abc", "eks.amazonaws.com/nodegroup", "-eks-"),
+        (
+            "gke",
+            "gce://netiso-lab/us-central1-a/gke-lab-default-pool-",
+            "cloud.google.com/gke-nodepool",
+            "-gke.",
+        ),
+        ("aks", "azure:///subscriptions/", "kubernetes.azure.com/cluster", ""),
+    ],
+)
+def test_flavours_make_nodes_look_managed(
+    flavor: str, provider: str, label: str, suffix: str
+) -> None:
+    node = node_agent.node_object(flavor, N1, 0, "v1.37.2")
+    assert node["spec"]["providerID"].startswith(provider)
+    assert label in node["metadata"]["labels"]
+    assert node["status"]["nodeInfo"]["kubeletVersion"].startswith("v1.37.2" + suffix)
+    assert node["metadata"]["labels"]["kubernetes.io/hostname"] == "lab-node-1"
+    assert {"type": "InternalIP", "address": "10.250.0.11"} in node["status"]["addresses"]
+
+
+def test_generic_nodes_have_no_provider() -> None:
+    node = node_agent.node_object("generic", N1, 0, "v1.37.2")
+    assert "providerID" not in node["spec"]
+    assert node["status"]["nodeInfo"]["kubeletVersion"] == "v1.37.2"
+    with pytest.raises(ValueError):
+        node_agent.node_look("openshift", N1, 0, "v1")
+
+
+def test_node_fits_selector_and_required_affinity() -> None:
+    labels = {"kubernetes.io/hostname": "lab-node-2", "zone": "b"}
+    assert node_agent.node_fits({"spec": {}}, "lab-node-2", labels)
+    assert not node_agent.node_fits({"spec": {"nodeSelector": {"zone": "a"}}}, "lab-node-2", labels)
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                    {
+                        "matchFields": [
+                            {"key": "metadata.name", "operator": "In", "values": ["lab-node-2"]}
+                        ]
+                    },
+                ]
+            }
+        }
+    }
+    assert node_agent.node_fits({"spec": {"affinity": affinity}}, "lab-node-2", labels)
+    assert not node_agent.node_fits({"spec": {"affinity": affinity}}, "lab-node-1", {"zone": "b"})
+
+
+def test_back_off_and_exit_codes_follow_kubelet() -> None:
+    assert [node_agent.backoff_delay(n) for n in range(7)] == [0, 10, 20, 40, 80, 160, 300]
+    assert node_agent.exit_code_of(-15) == 143 and node_agent.exit_code_of(3) == 3
+    assert node_agent.restart_wanted("OnFailure", 1) and not node_agent.restart_wanted(
+        "OnFailure", 0
+    )
+    assert node_agent.restart_wanted("Always", 0) and not node_agent.restart_wanted("Never", 1)
+
+
+@pytest.mark.parametrize(
+    ("policy", "rows", "phase"),
+    [
+        ("Never", [(True, False, 0)], "Succeeded"),
+        ("Never", [(True, False, 0), (True, False, 1)], "Failed"),
+        ("Never", [(True, True, None), (True, False, 1)], "Running"),
+        ("OnFailure", [(True, False, 0)], "Succeeded"),
+        ("Always", [(True, False, 0)], "Running"),
+        ("Always", [(False, False, None)], "Pending"),
+    ],
+)
+def test_pod_phase(policy: str, rows: list[tuple[bool, bool, int | None]], phase: str) -> None:
+    assert node_agent.pod_phase(policy, rows) == phase
+
+
+def test_ip_allocator_skips_gateway_and_does_not_reuse_at_once() -> None:
+    alloc = node_agent.IPAllocator("10.244.1.0/29", "10.244.1.1")
+    first = alloc.allocate()
+    assert first == "10.244.1.2"
+    alloc.release(first)
+    assert alloc.allocate() == "10.244.1.3"
+    assert not alloc.reserve("10.244.1.3") and alloc.reserve("10.244.1.6")
+    for _ in range(3):
+        alloc.allocate()
+    with pytest.raises(RuntimeError):
+        alloc.allocate()
+
+
+def test_env_expansion_follows_kubernetes_rules() -> None:
+    env = {"A": "x"}
+    assert node_agent._expand("$(A)-y", env) == "x-y"
+    assert node_agent._expand("$$(A)", env) == "$(A)"
+    assert node_agent._expand("$(MISSING)", env) == "$(MISSING)"
+
+
+def test_tail_of_keeps_the_last_lines(tmp_path: Path) -> None:
+    log = tmp_path / "0.log"
+    log.write_text("".join(f"line {i}\n" for i in range(200)))
+    tail = node_agent.tail_of(log)
+    assert tail.endswith("line 199") and "line 119" not in tail and "line 120" in tail
