@@ -235,10 +235,15 @@ def _tls_context(pk: pki.Pki) -> ssl.SSLContext:
 
 def api_get(path: str, *, timeout: float = 2.0) -> tuple[int, str]:
     """GET ``path`` from the lab apiserver as admin; raises OSError when it is unreachable."""
+    return api_call("GET", path, timeout=timeout)
+
+
+def api_call(method: str, path: str, *, timeout: float = 5.0) -> tuple[int, str]:
+    """One bodiless admin request to the lab apiserver (readiness checks, deletes)."""
     pk = pki.Pki(paths().pki)
     conn = http.client.HTTPSConnection(API_IP, API_PORT, context=_tls_context(pk), timeout=timeout)
     try:
-        conn.request("GET", path)
+        conn.request(method, path)
         resp = conn.getresponse()
         return resp.status, resp.read().decode(errors="replace")
     finally:

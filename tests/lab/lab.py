@@ -13,6 +13,7 @@ The lab's shape (flavour, nodes) is written to ``<state>/lab.json`` by ``up`` so
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -155,6 +156,14 @@ def _wait_until(what: str, check: Callable[[], tuple[bool, str]], timeout: float
         time.sleep(0.25)
 
 
+def _dns_running() -> bool:
+    status, _ = controlplane.api_get(f"/api/v1/namespaces/kube-system/services/{dns.DNS_SERVICE}")
+    if status != 200:
+        return False
+    status, body = controlplane.api_get(f"/api/v1/namespaces/kube-system/pods/{dns.DNS_POD}")
+    return status == 200 and json.loads(body).get("status", {}).get("phase") == "Running"
+
+
 def _default_sa_exists() -> tuple[bool, str]:
     status, _ = controlplane.api_get("/api/v1/namespaces/default/serviceaccounts/default")
     return status == 200, f"HTTP {status}"
@@ -183,9 +192,13 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
 
     if (running_spec is not None and controlplane.running(NODE_AGENT) is not None
             and (running_spec.flavor, running_spec.nodes) != (spec.flavor, spec.nodes)):
-        # A running agent was started for another shape; nodes must be re-registered.
-        log(f"restarting the node agent: flavour {running_spec.flavor} -> {spec.flavor}")
+        # A running agent was started for another shape. Its Nodes are deleted, not patched:
+        # spec.providerID is immutable once set, so an eks node cannot become a gke node.
+        log(f"re-registering nodes: flavour {running_spec.flavor} -> {spec.flavor}")
         controlplane.stop_process(NODE_AGENT)
+        for node in running_spec.nodes:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                controlplane.api_call("DELETE", f"/api/v1/nodes/{node.name}")
     _save_spec(spec)
 
     log("network: fabric, nodes, metadata host, safety rules")
@@ -202,11 +215,12 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
     _wait_until("default ServiceAccount", _default_sa_exists, 60)
     phase("nodes")
 
-    log("cluster DNS: kube-system/lab-dns behind Service kube-dns (10.96.0.10)")
-    try:
-        dns.ensure_dns(str(controlplane.paths().admin_kubeconfig))
-    except (TimeoutError, kubeapi.ApiError) as exc:
-        raise controlplane.LabError(f"cluster DNS did not start: {exc}") from exc
+    if not _dns_running():
+        log("cluster DNS: kube-system/lab-dns behind Service kube-dns (10.96.0.10)")
+        try:
+            dns.ensure_dns(str(controlplane.paths().admin_kubeconfig))
+        except (TimeoutError, kubeapi.ApiError) as exc:
+            raise controlplane.LabError(f"cluster DNS did not start: {exc}") from exc
     phase("dns")
 
     set_enforcement(spec.enforce, spec=spec, log=log)
