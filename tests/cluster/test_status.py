@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ def netiso(lab: LabClient, *args: str, kubeconfig: Path | None = None
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def _status(lab: LabClient, namespace: str) -> dict[str, object]:
+def _status(lab: LabClient, namespace: str) -> dict[str, Any]:
     out = netiso(lab, "-o", "json", "status", "-n", namespace)
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
@@ -34,15 +35,15 @@ def _status(lab: LabClient, namespace: str) -> dict[str, object]:
 
 def test_status_in_sync_drifted_missing_and_foreign(lab: LabClient, namespace: str) -> None:
     before = _status(lab, namespace)
-    assert set(before["states"].values()) == {"missing"}  # type: ignore[union-attr]
-    assert before["ns"]["state"] == "missing"  # type: ignore[index]
+    assert set(before["states"].values()) == {"missing"}
+    assert before["ns"]["state"] == "missing"
 
     assert netiso(lab, "apply", "-n", namespace).returncode == 0
     synced = _status(lab, namespace)
-    assert set(synced["states"].values()) == {"in sync"}  # type: ignore[union-attr]
+    assert set(synced["states"].values()) == {"in sync"}
     doc = synced["doc"]
-    assert doc["inSync"] is True  # type: ignore[index]
-    assert doc["enforcement"] == "unknown"  # type: ignore[index]
+    assert doc["inSync"] is True
+    assert doc["enforcement"] == "unknown"
 
     # Someone edits one policy by hand and deletes another.
     lab.kubectl("-n", namespace, "patch", "networkpolicy", "netiso-default-deny-ingress",
@@ -61,13 +62,13 @@ def test_status_in_sync_drifted_missing_and_foreign(lab: LabClient, namespace: s
 
     after = _status(lab, namespace)
     states = after["states"]
-    assert states["netiso-default-deny-ingress"] == "drifted"  # type: ignore[index]
-    assert states["netiso-allow-same-namespace"] == "missing"  # type: ignore[index]
-    assert after["ns"]["state"] == "drifted"  # type: ignore[index]
-    drifted = next(p for p in after["ns"]["policies"]  # type: ignore[index]
+    assert states["netiso-default-deny-ingress"] == "drifted"
+    assert states["netiso-allow-same-namespace"] == "missing"
+    assert after["ns"]["state"] == "drifted"
+    drifted = next(p for p in after["ns"]["policies"]
                    if p["name"] == "netiso-default-deny-ingress")
     assert any("spec.podSelector" in r for r in drifted["reasons"])
-    foreign = after["ns"]["foreignPolicies"]  # type: ignore[index]
+    foreign = after["ns"]["foreignPolicies"]
     assert [(f["name"], f["selectedPods"]) for f in foreign] == [("team-allow-web", 1)]
 
     table = netiso(lab, "status", "-n", namespace)
@@ -76,8 +77,8 @@ def test_status_in_sync_drifted_missing_and_foreign(lab: LabClient, namespace: s
     assert "foreign policy team-allow-web (1 pods)" in table.stdout
     assert "enforcement: unknown" in table.stdout
 
-    # apply repairs it (the hand edit was an Update by another manager: no apply conflict
-    # for fields netiso applied and kubectl merely patched? the API server says conflict).
+    # apply repairs it; kubectl's patch made kubectl-patch co-owner of spec.podSelector, so
+    # taking the field back is a conflict that --force-conflicts resolves.
     repaired = netiso(lab, "apply", "-n", namespace, "--force-conflicts")
     assert repaired.returncode == 0, repaired.stderr
-    assert set(_status(lab, namespace)["states"].values()) == {"in sync"}  # type: ignore[union-attr]
+    assert set(_status(lab, namespace)["states"].values()) == {"in sync"}
