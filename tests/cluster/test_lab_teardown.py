@@ -35,7 +35,8 @@ def test_down_removes_every_lab_object_and_process() -> None:
         up = _cli("up", "--nodes", "2")
         assert up.returncode == 0, up.stderr
     status = _cli("status")
-    assert "enforcement              on" in status.stdout, status.stdout
+    rows = dict(line.split(None, 1) for line in status.stdout.splitlines() if line.strip())
+    assert rows.get("enforcement") == "on", status.stdout
     spec = lab_mod.load_spec()
     assert spec is not None
     netns = [n.netns for n in spec.nodes]

@@ -159,10 +159,8 @@ def on(nodes: Sequence[EnforcedNode], *, timeout: float = 60.0) -> None:
             time.sleep(0.2)
 
 
-def _sweep_filter_table(netns: str) -> None:
-    saved = _netns(netns, "iptables-save", "-t", "filter", check=False)
-    if not KUBE_ROUTER_CHAIN.search(saved):
-        return
+def without_kube_router(saved: str) -> str:
+    """``iptables-save`` text minus kube-router's chains and every rule that mentions one."""
     kept = []
     for line in saved.splitlines():
         if line.startswith(":") and KUBE_ROUTER_CHAIN.fullmatch(line[1:].split()[0]):
@@ -170,7 +168,13 @@ def _sweep_filter_table(netns: str) -> None:
         if line.startswith("-A") and KUBE_ROUTER_CHAIN.search(line):
             continue
         kept.append(line)
-    _netns(netns, "iptables-restore", "-T", "filter", stdin="\n".join(kept) + "\n")
+    return "\n".join(kept) + "\n"
+
+
+def _sweep_filter_table(netns: str) -> None:
+    saved = _netns(netns, "iptables-save", "-t", "filter", check=False)
+    if KUBE_ROUTER_CHAIN.search(saved):
+        _netns(netns, "iptables-restore", "-T", "filter", stdin=without_kube_router(saved))
 
 
 def cleanup(netns: str) -> None:
