@@ -69,16 +69,16 @@ def generate(pods: int, namespaces: int, policies: int, seed: int = 7) -> list[O
         # Every pod serves port 80 (so every cell of the port-80 matrix is a real probe), under
         # different names: "http" here, "web" there, with "http" then meaning 8080.
         if k % 3 == 0:
-            ports = [{"containerPort": 80, "name": "http"}]
+            served = [{"containerPort": 80, "name": "http"}]
         elif k % 3 == 1:
-            ports = [{"containerPort": 80, "name": "web"}, {"containerPort": 8080, "name": "http"}]
+            served = [{"containerPort": 80, "name": "web"}, {"containerPort": 8080, "name": "http"}]
         else:
-            ports = [{"containerPort": 80, "name": "http"},
+            served = [{"containerPort": 80, "name": "http"},
                      {"containerPort": 9090, "name": "metrics"}]
         objs.append({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": f"pod-{j:04d}", "namespace": ns_names[ns_i], "labels": labels},
-            "spec": {"containers": [{"name": "main", "ports": ports}]},
+            "spec": {"containers": [{"name": "main", "ports": served}]},
             "status": {"podIP": f"10.{ns_i}.{k // 250}.{k % 250 + 1}"},
         })
 
@@ -224,7 +224,7 @@ def run_netiso(path: Path, port: int, dump: Path | None,
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise SystemExit(f"netiso child failed: {proc.stderr.strip()[-2000:]}")
-    result: dict[str, Any] = json.loads(proc.stdout)
+    result = dict(json.loads(proc.stdout))
     result["wall_s"] = wall
     return result
 
@@ -259,7 +259,7 @@ def build_policy_assistant(src: Path | None) -> tuple[Path | None, str]:
 
 def api_defaulted(policy: Obj) -> Obj:
     """The policy as the API server stores it: policy-assistant refuses a missing policyTypes."""
-    out = json.loads(json.dumps(policy))
+    out: Obj = json.loads(json.dumps(policy))
     spec = out["spec"]
     if not spec.get("policyTypes"):
         spec["policyTypes"] = ["Ingress"] + (["Egress"] if spec.get("egress") else [])
