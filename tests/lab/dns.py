@@ -84,6 +84,14 @@ def ensure_dns(api: Kube | str, timeout: float = 60) -> str:
         ("/api/v1/namespaces/kube-system/services", dns_service()),
         ("/api/v1/namespaces/kube-system/pods", dns_pod()),
     ):
+        # GET first: for an existing Service the apiserver answers a second POST with 422
+        # ("provided IP is already allocated", the ClusterIP is checked before the name), not 409.
+        try:
+            kube.get(f"{path}/{body['metadata']['name']}")
+            continue
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
         try:
             kube.create(path, body)
         except ApiError as exc:
