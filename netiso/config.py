@@ -722,8 +722,8 @@ def select_namespaces(
         for name in sorted(t.include):
             if name not in namespaces:
                 raise UsageError(
-                    f"--namespace: namespace {name!r} not found in the cluster; "
-                    "allowed: an existing namespace"
+                    f"target namespace {name!r} not found in the cluster",
+                    hint="create it first, or fix --namespace / namespaces.include",
                 )
             if namespaces[name].get(EXCLUDE_LABEL) == "true":
                 skipped.append((name, opted_out))

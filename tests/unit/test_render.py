@@ -95,3 +95,13 @@ def test_render_from_values_file(tmp_path: Path) -> None:
     assert "netiso-default-deny-egress" in names
     assert "netiso-deny-metadata-egress" not in names
     assert "not rendered" in proc.stderr  # says why the metadata policy is absent
+
+
+def test_quiet_hides_notes_but_not_results(tmp_path: Path) -> None:
+    f = tmp_path / "values.yaml"
+    f.write_text("policies: {defaultDenyEgress: true}\n")
+    loud = netiso("render", "-n", "shop", "-f", str(f))
+    quiet = netiso("render", "-n", "shop", "-f", str(f), "-q")
+    assert "not rendered" in loud.stderr
+    assert quiet.stderr == ""
+    assert quiet.stdout == loud.stdout
