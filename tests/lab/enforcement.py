@@ -133,7 +133,10 @@ def _argv(node: EnforcedNode) -> list[str]:
         f"--service-cluster-ip-range={controlplane.SERVICE_CIDR}",
         # The default 5 min full resync is a safety net only; policy/pod events drive syncs.
         "--iptables-sync-period=1m",
+        # Both servers would listen on every address of the node netns (pods can reach it);
+        # readiness is judged from the chains instead.
         "--metrics-port=0",
+        "--health-port=0",
         "--v=1",
     ]
 
@@ -187,7 +190,9 @@ def cleanup(netns: str) -> None:
 def off(nodes: Sequence[EnforcedNode]) -> None:
     """Stop kube-router everywhere and leave no KUBE-ROUTER chains or ipsets behind."""
     for node in nodes:
-        controlplane.stop_process(process_name(node))
+        # kube-router v2.1.0 leaves its rules on SIGTERM anyway (the sweep below removes them),
+        # so waiting out its shutdown only slows every test that flips the switch.
+        controlplane.stop_process(process_name(node), grace=1.0)
     for node in nodes:
         cleanup(node.netns)
         left = chains(node.netns) + ipsets(node.netns)
