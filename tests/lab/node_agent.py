@@ -746,17 +746,21 @@ class PodWorker(threading.Thread):
                     os.killpg(c.proc.pid, sig)
 
     def _terminate(self) -> None:
+        grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        if grace is None:
+            grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+        deadline = time.monotonic() + max(0, int(grace))
         if not self.terminating:
             self.terminating = True
-            grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
-            if grace is None:
-                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
-            self.kill_deadline = time.monotonic() + max(0, int(grace))
+            self.kill_deadline = deadline
             self._kill_all(signal.SIGTERM)
             for c in self._all():
                 c.next_start = 0.0
                 if not c.running:
                     c.done = True
+        elif self.kill_deadline is not None and deadline < self.kill_deadline:
+            # A second delete with a shorter grace period (e.g. --grace-period=1) shortens it.
+            self.kill_deadline = deadline
         if any(c.running for c in self._all()):
             if self.kill_deadline is not None and time.monotonic() >= self.kill_deadline:
                 self._kill_all(signal.SIGKILL)
