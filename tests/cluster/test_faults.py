@@ -1,0 +1,193 @@
+"""The API server dies in the middle of `netiso apply` across many namespaces.
+
+The lab is shared by concurrent test sessions, so killing *its* kube-apiserver would fail other
+people's tests. This test starts a second, private kube-apiserver process of the lab (same
+binary, certificates and etcd, bound to 127.0.0.1 on a free port, with the endpoint reconciler
+off so it does not rewrite the `kubernetes` Service) and points netiso at it. SIGKILL on that
+process is, for netiso, exactly the API server going away; the cluster state lives in etcd and
+is checked through the lab's own API server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.lab import controlplane, pki
+from tests.lab.client import LabClient
+
+pytestmark = pytest.mark.lab
+
+NETISO = [sys.executable, "-c", "from netiso.cli import main; main()"]
+PRIVATE = "kube-apiserver-fault-test"
+NAMESPACES = 120
+BUNDLE_SIZE = 4  # the default bundle: default-deny, same-namespace, app ports, metadata egress
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _argv(port: int) -> list[str]:
+    argv = controlplane._apiserver_argv(pki.Pki(controlplane.paths().pki))
+    replaced = {"--bind-address": "127.0.0.1", "--secure-port": str(port)}
+    out = [f"{a.split('=', 1)[0]}={replaced[a.split('=', 1)[0]]}"
+           if a.split("=", 1)[0] in replaced else a for a in argv]
+    return [*out, "--endpoint-reconciler-type=none"]
+
+
+def _ready(port: int) -> bool:
+    pk = pki.Pki(controlplane.paths().pki)
+    ctx = ssl.create_default_context(cafile=str(pk.ca_cert))
+    ctx.load_cert_chain(str(pk.cert("admin")), str(pk.key("admin")))
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=2)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def _start(port: int) -> None:
+    controlplane.start_process(PRIVATE, _argv(port))
+    deadline = time.monotonic() + 90
+    while not _ready(port):
+        if controlplane.running(PRIVATE) is None:
+            log = controlplane.paths().log(PRIVATE)
+            raise AssertionError(f"private apiserver exited; see {log}")
+        if time.monotonic() > deadline:
+            raise AssertionError("private apiserver not ready after 90 s")
+        time.sleep(0.3)
+
+
+def _kill() -> None:
+    pid = controlplane.running(PRIVATE)
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    controlplane.stop_process(PRIVATE)  # reaps it and removes the pid file
+
+
+@pytest.fixture
+def private_apiserver(lab: LabClient, tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    port = _free_port()
+    _start(port)
+    cfg = yaml.safe_load(lab.kubeconfig.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{port}"
+    kubeconfig = tmp_path / "private.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(cfg))
+    kubeconfig.chmod(0o600)
+    try:
+        yield port, kubeconfig
+    finally:
+        controlplane.stop_process(PRIVATE)
+
+
+@pytest.fixture
+def many_namespaces(lab: LabClient) -> Iterator[tuple[str, list[str]]]:
+    run = uuid.uuid4().hex[:6]
+    names = [f"t-fault-{run}-{i:03d}" for i in range(NAMESPACES)]
+    for name in names:
+        lab.core.create_namespace({"metadata": {"name": name, "labels": {"netiso-fault": run}}})
+    try:
+        yield f"netiso-fault={run}", names
+    finally:
+        for name in names:
+            lab.core.delete_namespace(name, propagation_policy="Background")
+
+
+def _managed(lab: LabClient, names: set[str]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {n: set() for n in names}
+    for pol in lab.networking.list_network_policy_for_all_namespaces(
+            label_selector="app.kubernetes.io/managed-by=netiso").items:
+        if pol.metadata.namespace in names:
+            out[pol.metadata.namespace].add(pol.metadata.name)
+    return out
+
+
+def test_apiserver_killed_mid_apply_then_rerun_converges(
+        lab: LabClient, private_apiserver: tuple[int, Path],
+        many_namespaces: tuple[str, list[str]]) -> None:
+    port, kubeconfig = private_apiserver
+    selector, names = many_namespaces
+    name_set = set(names)
+    # Foreign objects that must come through untouched.
+    for ns in names[::10]:
+        lab.networking.create_namespaced_network_policy(ns, {
+            "metadata": {"name": "team-policy"}, "spec": {"podSelector": {}}})
+    foreign_rv = {p.metadata.namespace: p.metadata.resource_version
+                  for p in lab.networking.list_network_policy_for_all_namespaces().items
+                  if p.metadata.namespace in name_set and p.metadata.name == "team-policy"}
+
+    proc = subprocess.Popen(
+        [*NETISO, "--kubeconfig", str(kubeconfig), "-o", "json", "apply", "--selector", selector,
+         "--concurrency", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    total = NAMESPACES * BUNDLE_SIZE
+    deadline = time.monotonic() + 120
+    while True:
+        count = sum(len(v) for v in _managed(lab, name_set).values())
+        if count >= total // 5:
+            break
+        assert proc.poll() is None, "apply ended before the kill"
+        assert time.monotonic() < deadline, "apply made no progress"
+        time.sleep(0.05)
+    _kill()
+    stdout, stderr = proc.communicate(timeout=120)
+
+    assert proc.returncode == 1, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("netiso: error: ")
+    assert "not applied: " in last
+    assert f"https://127.0.0.1:{port}" in last
+    assert "Traceback" not in stderr
+    doc = json.loads(stdout)
+    states = {ns["namespace"]: ns["state"] for ns in doc["namespaces"]}
+    applied = {n for n, s in states.items() if s == "applied"}
+    assert applied, "some namespaces were applied before the kill"
+    assert len(applied) < NAMESPACES
+    assert doc["summary"]["notApplied"] == NAMESPACES - len(applied)
+    # What the report calls applied really has the full bundle.
+    live = _managed(lab, name_set)
+    for ns in applied:
+        assert len(live[ns]) == BUNDLE_SIZE, ns
+    assert f"applied {len(applied)} of {NAMESPACES} namespaces" in last
+
+    _start(port)
+    rerun = subprocess.run(
+        [*NETISO, "--kubeconfig", str(kubeconfig), "-o", "json", "apply", "--selector", selector],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)["summary"]
+    assert summary["applied"] == NAMESPACES
+    assert summary["created"] == total - sum(len(v) for v in live.values())
+
+    after = _managed(lab, name_set)
+    assert all(len(v) == BUNDLE_SIZE for v in after.values())
+    everything = lab.networking.list_network_policy_for_all_namespaces().items
+    per_ns: dict[str, list[str]] = {}
+    for pol in everything:
+        if pol.metadata.namespace in name_set:
+            per_ns.setdefault(pol.metadata.namespace, []).append(pol.metadata.name)
+    for ns, pols in per_ns.items():
+        assert len(pols) == len(set(pols))
+        assert len(pols) == BUNDLE_SIZE + (1 if ns in foreign_rv else 0)
+    assert {p.metadata.namespace: p.metadata.resource_version for p in everything
+            if p.metadata.namespace in name_set and p.metadata.name == "team-policy"} \
+        == foreign_rv
