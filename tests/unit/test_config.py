@@ -288,3 +288,14 @@ def test_namespace_names_never_crash(name: str) -> None:
     else:
         assert v.namespaces.include == (name,)
         assert len(name) <= 63
+
+
+def test_the_readme_example_is_valid(tmp_path: Path) -> None:
+    """The values example in README.md loads: the manual cannot drift from the validator."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Configuration", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    v = load_values(values_file(tmp_path, example), provider="eks")
+    assert v.namespaces.include == ("production", "staging")
+    assert v.allow_from_namespaces == ("ingress-nginx", "monitoring")
+    assert v.app_ports == DEFAULT_APP_PORTS
