@@ -157,9 +157,33 @@ def is_lab_process(pid: int) -> bool:
         exe = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         exe = ""
-    if exe.startswith(cache_bin) or any(a.startswith(cache_bin) for a in argv[:4]):
+    # argv anywhere, not just argv[0]: `ip netns exec NS <binary>` is still `ip` for a moment
+    # before it execs, and must already count as the component it is about to become.
+    if exe.startswith(cache_bin) or any(a.startswith(cache_bin) for a in argv):
         return True
-    return any(a.startswith("tests.lab.") for a in argv[1:4])
+    if any(a.startswith("tests.lab.") for a in argv[1:4]):
+        return True
+    return _has_marker(pid)
+
+
+def _has_marker(pid: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return any(item.startswith(network.PROCESS_MARKER.encode() + b"=")
+               for item in environ.split(b"\0"))
+
+
+def _ancestors() -> set[int]:
+    pid, seen = os.getpid(), {os.getpid()}
+    while pid > 1:
+        try:
+            pid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+        seen.add(pid)
+    return seen
 
 
 def running(name: str) -> int | None:
@@ -214,10 +238,12 @@ def stop_process(name: str, *, grace: float = 5.0) -> None:
 
 
 def scan_lab_processes() -> list[int]:
-    """Every live process that runs one of our cached binaries or a ``tests.lab.*`` module."""
+    """Every live process running a cached lab binary or ``tests.lab.*`` module, or marked."""
+    # Never ourselves or an ancestor: `down` may run under a process that carries the marker.
+    protected = _ancestors()
     found = []
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid() and is_lab_process(
+        if entry.name.isdigit() and int(entry.name) not in protected and is_lab_process(
             int(entry.name)
         ):
             found.append(int(entry.name))
