@@ -125,7 +125,9 @@ def node_look(
     raise ValueError(f"unknown flavor {flavor!r} (generic, eks, gke, aks)")
 
 
-def node_object(flavor: str, node: NodeSpec, index: int, version: str) -> JSON:
+def node_object(
+    flavor: str, node: NodeSpec, index: int, version: str, since: str | None = None
+) -> JSON:
     provider_id, labels, kubelet_version = node_look(flavor, node, index, version)
     spec: JSON = {"podCIDR": node.pod_cidr, "podCIDRs": [node.pod_cidr]}
     if provider_id:
@@ -145,12 +147,14 @@ def node_object(flavor: str, node: NodeSpec, index: int, version: str) -> JSON:
             },
         },
         "spec": spec,
-        "status": node_status(node, kubelet_version),
+        "status": node_status(node, kubelet_version, since),
     }
 
 
-def node_status(node: NodeSpec, kubelet_version: str) -> JSON:
+def node_status(node: NodeSpec, kubelet_version: str, since: str | None = None) -> JSON:
+    """Node status; `since` is when the conditions last changed (the agent's start)."""
     now = now_iso()
+    since = since or now
     resources = {"cpu": "2", "memory": "8Gi", "pods": "110", "ephemeral-storage": "50Gi"}
 
     def cond(kind: str, status: str, reason: str, message: str) -> JSON:
@@ -160,7 +164,7 @@ def node_status(node: NodeSpec, kubelet_version: str) -> JSON:
             "reason": reason,
             "message": message,
             "lastHeartbeatTime": now,
-            "lastTransitionTime": now,
+            "lastTransitionTime": since,
         }
 
     return {
@@ -913,12 +917,13 @@ class Agent:
         self.dns = dns.HostsWriter(images.dns_hosts_dir(state_dir))
         self.dns_pod_ip: str | None = None
         self.first_sync = threading.Event()
+        self.started = now_iso()
 
     # -- nodes and leases
     def register_nodes(self) -> None:
         self.version = str(self.kube.get("/version").get("gitVersion", "v0.0.0"))
         for index, node in enumerate(self.nodes.values()):
-            body = node_object(self.flavor, node, index, self.version)
+            body = node_object(self.flavor, node, index, self.version, self.started)
             try:
                 self.kube.create("/api/v1/nodes", body)
             except ApiError as exc:
@@ -949,7 +954,7 @@ class Agent:
                 last_status = time.monotonic()
                 for index, node in enumerate(self.nodes.values()):
                     try:
-                        body = node_object(self.flavor, node, index, self.version)
+                        body = node_object(self.flavor, node, index, self.version, self.started)
                         self.kube.patch(
                             f"/api/v1/nodes/{node.name}/status", {"status": body["status"]}
                         )
@@ -1031,7 +1036,10 @@ class Agent:
             stale = [w for uid, w in self.workers.items() if uid not in seen]
         for w in stale:
             w.gone()
-        self._clean_orphans(seen)
+        if not self.first_sync.is_set():
+            # Only at start-up (after a crash): later relists would race with netns that other
+            # tools create for their own tests, and stale workers already clean up their own.
+            self._clean_orphans(seen)
 
     def _clean_orphans(self, uids: set[str]) -> None:
         known = {network.pod_netns_name(uid) for uid in uids}
