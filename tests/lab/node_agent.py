@@ -896,6 +896,55 @@ def _expand(value: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
+def adopt(worker: PodWorker, pod: JSON) -> None:
+    """Take over a pod found bound to our nodes at start-up, like kubelet after a node reboot:
+    kill what still runs in its netns and carry its container history (restart counts, finished
+    containers) over from the status the previous agent reported."""
+    netns = network.pod_netns_name(worker.uid)
+    if network.netns_exists(netns):
+        network.kill_pids(network.netns_pids(netns))
+    previous = {s.get("name"): s for s in pod.get("status", {}).get("containerStatuses") or []}
+    for c in worker.containers:
+        st = previous.get(c.name)
+        if not st:
+            continue
+        c.restarts = int(st.get("restartCount", 0))
+        state = st.get("state") or {}
+        if "terminated" in state and state["terminated"] is not None:
+            code = int(state["terminated"].get("exitCode", 0))
+            c.runs = 1
+            c.last_exit = code
+            c.state = {"terminated": state["terminated"]}
+            if not restart_wanted(worker.policy, code):
+                c.done = True
+        elif "running" in state and state["running"] is not None:
+            c.runs = 1
+            c.last_state = {
+                "terminated": {
+                    "exitCode": 137,
+                    "reason": "Error",
+                    "message": "the lab node agent restarted; it cannot re-attach processes",
+                    "startedAt": state["running"].get("startedAt"),
+                    "finishedAt": now_iso(),
+                }
+            }
+            c.last_exit = 137
+            if not restart_wanted(worker.policy, 137):
+                c.state = dict(c.last_state)
+                c.last_state = {}
+                c.done = True
+        elif (st.get("lastState") or {}).get("terminated"):
+            # Waiting in back-off: it ran before, so its next start is a restart.
+            c.runs = 1
+            c.last_state = {"terminated": st["lastState"]["terminated"]}
+    for c in worker.init_containers:
+        for st in pod.get("status", {}).get("initContainerStatuses") or []:
+            term = (st.get("state") or {}).get("terminated")
+            if st.get("name") == c.name and term and term.get("exitCode") == 0:
+                c.done, c.last_exit, c.runs = True, 0, 1
+                c.state = {"terminated": term}
+
+
 # ---------------------------------------------------------------- the agent
 
 
@@ -1076,52 +1125,11 @@ class Agent:
                 if listing:
                     # Processes of a previous agent cannot be re-attached (no exit codes for
                     # non-children): kill them; containers restart per restart policy.
-                    self._adopt(worker, pod)
+                    adopt(worker, pod)
                 self.workers[uid] = worker
                 worker.start()
                 return
         worker.update(pod)
-
-    def _adopt(self, worker: PodWorker, pod: JSON) -> None:
-        netns = network.pod_netns_name(worker.uid)
-        if network.netns_exists(netns):
-            network.kill_pids(network.netns_pids(netns))
-        previous = {s.get("name"): s for s in pod.get("status", {}).get("containerStatuses") or []}
-        for c in worker.containers:
-            st = previous.get(c.name)
-            if not st:
-                continue
-            c.restarts = int(st.get("restartCount", 0))
-            state = st.get("state") or {}
-            if "terminated" in state and state["terminated"] is not None:
-                code = int(state["terminated"].get("exitCode", 0))
-                c.runs = 1
-                c.last_exit = code
-                c.state = {"terminated": state["terminated"]}
-                if not restart_wanted(worker.policy, code):
-                    c.done = True
-            elif "running" in state and state["running"] is not None:
-                c.runs = 1
-                c.last_state = {
-                    "terminated": {
-                        "exitCode": 137,
-                        "reason": "Error",
-                        "message": "the lab node agent restarted; it cannot re-attach processes",
-                        "startedAt": state["running"].get("startedAt"),
-                        "finishedAt": now_iso(),
-                    }
-                }
-                c.last_exit = 137
-                if not restart_wanted(worker.policy, 137):
-                    c.state = dict(c.last_state)
-                    c.last_state = {}
-                    c.done = True
-        for c in worker.init_containers:
-            for st in pod.get("status", {}).get("initContainerStatuses") or []:
-                term = (st.get("state") or {}).get("terminated")
-                if st.get("name") == c.name and term and term.get("exitCode") == 0:
-                    c.done, c.last_exit, c.runs = True, 0, 1
-                    c.state = {"terminated": term}
 
     def worker_done(self, worker: PodWorker) -> None:
         with self.lock:

@@ -6,6 +6,8 @@ import ipaddress
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -376,3 +378,56 @@ def test_tail_of_keeps_the_last_lines(tmp_path: Path) -> None:
     log.write_text("".join(f"line {i}\n" for i in range(200)))
     tail = node_agent.tail_of(log)
     assert tail.endswith("line 199") and "line 119" not in tail and "line 120" in tail
+
+
+def _worker(tmp_path: Path, policy: str, statuses: list[dict[str, object]]) -> node_agent.PodWorker:
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "00000000-aaaa-bbbb-cccc-000000000000"},
+        "spec": {
+            "restartPolicy": policy,
+            "containers": [{"name": s["name"], "image": "busybox"} for s in statuses],
+        },
+        "status": {"phase": "Running", "podIP": "10.244.1.9", "containerStatuses": statuses},
+    }
+    stub: Any = SimpleNamespace(state_dir=tmp_path)
+    worker = node_agent.PodWorker(stub, pod, N1, adopted=True)
+    node_agent.adopt(worker, pod)
+    return worker
+
+
+def test_adopting_after_an_agent_restart_keeps_history(tmp_path: Path) -> None:
+    running = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    done = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+    worker = _worker(
+        tmp_path,
+        "Always",
+        [
+            {"name": "a", "restartCount": 2, "state": running},
+            {
+                "name": "b",
+                "restartCount": 1,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": done,
+            },
+        ],
+    )
+    a, b = worker.containers
+    assert (a.restarts, a.runs, a.done, a.last_exit) == (2, 1, False, 137)
+    assert "restarted" in a.last_state["terminated"]["message"]
+    assert (b.restarts, b.runs, b.done) == (1, 1, False)
+
+
+def test_adopting_a_never_pod_records_the_lost_process(tmp_path: Path) -> None:
+    worker = _worker(
+        tmp_path,
+        "Never",
+        [
+            {"name": "a", "restartCount": 0, "state": {"running": {"startedAt": "x"}}},
+            {"name": "b", "restartCount": 0, "state": {"terminated": {"exitCode": 0}}},
+        ],
+    )
+    a, b = worker.containers
+    assert a.done and a.state["terminated"]["exitCode"] == 137 and not a.last_state
+    assert b.done and b.last_exit == 0
+    worker.sandbox_ready = True
+    assert worker._phase() == "Failed"  # the lost Never container counts as failed, honestly
