@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from kubernetes import client
 from kubernetes import config as kube_config
 
 JSON = dict[str, Any]
@@ -28,7 +29,12 @@ class ApiError(Exception):
 
 class Kube:
     def __init__(self, kubeconfig: str) -> None:
-        self.client = kube_config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        cfg = client.Configuration()
+        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
+        # Every pod worker talks to the API server at once when a namespace's pods start or go;
+        # the default pool (5 per CPU) would discard connections and pay a TLS handshake each.
+        cfg.connection_pool_maxsize = 128
+        self.client = client.ApiClient(cfg)
 
     def _send(
         self,
