@@ -104,6 +104,11 @@ def policy_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None
     for key, value in sorted(want_labels.items()):
         if have_labels.get(key) != value:
             reasons.append(f"label {key} is {have_labels.get(key)!r}, bundle has {value!r}")
+    want_notes = (desired.get("metadata") or {}).get("annotations") or {}
+    have_notes = (live.get("metadata") or {}).get("annotations") or {}
+    for key, value in sorted(want_notes.items()):
+        if have_notes.get(key) != value:
+            reasons.append(f"annotation {key} differs from the bundle")
     return (PolicyState.DRIFTED, reasons) if reasons else (PolicyState.IN_SYNC, [])
 
 

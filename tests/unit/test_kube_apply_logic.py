@@ -11,6 +11,7 @@ from netiso.bootstrap.apply import (
     NamespaceResult,
     NamespaceState,
     ObjectChange,
+    already_applied,
     classify,
     group_by_namespace,
     incomplete_error,
@@ -189,3 +190,23 @@ def test_uninstall_needs_label_and_field_manager() -> None:
     assert not ok
     assert "not written by netiso" in why
     assert not is_netiso_created(_np("a", "p", labels={}))[0]
+
+
+def test_already_applied_needs_same_content_and_netiso_apply() -> None:
+    values = load_values(None, namespaces=["team-a"])
+    desired = render_bundle(values, ["team-a"])[0]
+    live = copy.deepcopy(desired)
+    live["spec"] = normalize_spec(desired["spec"])
+    live["metadata"]["managedFields"] = [{"manager": "netiso", "operation": "Apply"}]
+    assert already_applied(desired, live)
+    by_update = copy.deepcopy(live)
+    by_update["metadata"]["managedFields"] = [{"manager": "netiso", "operation": "Update"}]
+    assert not already_applied(desired, by_update)
+    changed = copy.deepcopy(live)
+    changed["spec"]["podSelector"] = {"matchLabels": {"a": "b"}}
+    assert not already_applied(desired, changed)
+    if desired["metadata"].get("annotations"):
+        reworded = copy.deepcopy(live)
+        key = next(iter(desired["metadata"]["annotations"]))
+        reworded["metadata"]["annotations"][key] = "old text"
+        assert not already_applied(desired, reworded)
