@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from netiso.bundle import render_bundle
 from netiso.config import PROVIDERS, load_values
+from netiso.errors import UsageError
 
 # Same pin as the lab (tests/lab/build.py K8S_VERSION): one download serves both.
 K8S_VERSION = os.environ.get("NETISO_K8S_VERSION", "v1.37.2")
@@ -188,3 +191,65 @@ def test_api_server_rules_the_schema_cannot_express(tmp_path: Path) -> None:
                     # the API server demands a strict subset of the cidr
                     assert sub.version == cidr.version
                     assert sub.subnet_of(cidr) and sub != cidr  # type: ignore[arg-type]
+
+
+_names = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)
+_ports = st.one_of(
+    st.integers(1, 65535),
+    st.fixed_dictionaries(
+        {"port": st.integers(1, 65535), "protocol": st.sampled_from(["TCP", "UDP", "SCTP"])}
+    ),
+    st.from_regex(r"[a-z][a-z0-9]{0,13}", fullmatch=True),
+)
+
+
+@st.composite
+def _values_docs(draw: st.DrawFn) -> dict[str, Any]:
+    app_names = draw(st.lists(_names, max_size=3, unique=True))
+    return {
+        "appPorts": [
+            {
+                "name": name,
+                "podSelector": {"app": name},
+                "ports": draw(st.lists(_ports, min_size=1, max_size=3, unique_by=str)),
+            }
+            for name in app_names
+        ],
+        "allowFromNamespaces": draw(st.lists(_names, max_size=3, unique=True)),
+        "policies": {
+            "defaultDenyEgress": draw(st.booleans()),
+            "defaultDenyIngress": draw(st.booleans()),
+        },
+        "ipv6": draw(st.booleans()),
+    }
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    doc=_values_docs(),
+    provider=st.sampled_from(PROVIDERS),
+    namespaces=st.lists(_names, min_size=1, max_size=3, unique=True),
+)
+def test_any_valid_values_render_valid_objects(
+    tmp_path: Path, doc: dict[str, Any], provider: str, namespaces: list[str]
+) -> None:
+    import yaml
+
+    from netiso.bundle import to_yaml
+
+    f = tmp_path / "values.yaml"
+    f.write_text(yaml.safe_dump(doc))
+    try:
+        vals = load_values(f, provider=provider, namespaces=namespaces)
+    except UsageError as exc:
+        # the only refusal the generator can provoke: two ports equal after normalisation
+        assert "duplicate port" in exc.one_line()
+        return
+    objs = render_bundle(vals, namespaces)
+    validator = _validator()
+    for obj in objs:
+        assert list(validator.iter_errors(obj)) == []
+    assert list(yaml.safe_load_all(to_yaml(objs))) == objs
+    assert render_bundle(vals, list(reversed(namespaces))) == objs
