@@ -202,8 +202,9 @@ class StatusReport:
             "context": self.context,
             "enforcement": self.enforcement,
             "inSync": self.in_sync,
-            "summary": {s.value: counts.get(s.value, 0) for s in
-                        (PolicyState.IN_SYNC, PolicyState.DRIFTED, PolicyState.MISSING)},
+            "summary": {"inSync": counts.get(PolicyState.IN_SYNC.value, 0),
+                        "drifted": counts.get(PolicyState.DRIFTED.value, 0),
+                        "missing": counts.get(PolicyState.MISSING.value, 0)},
             "namespaces": [ns.to_json() for ns in self.namespaces],
             "skipped": [{"namespace": n, "reason": r} for n, r in self.skipped],
         }

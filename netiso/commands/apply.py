@@ -125,11 +125,18 @@ def register(app: typer.Typer) -> None:
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
             rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
             targets, skipped = select_namespaces(vals, kube.namespace_labels())
+            by_reason: dict[str, list[str]] = {}
             for name, reason in skipped:
                 if reason.startswith("does not match selector"):
                     rep.debug(f"namespace {name}: {reason}")
-                else:
+                elif "netiso.io/exclude" in reason:
+                    # An explicit opt-out is said namespace by namespace.
                     rep.status(Status.SKIPPED, f"namespace {name}: {reason}")
+                else:
+                    by_reason.setdefault(reason, []).append(name)
+            for reason, names in by_reason.items():
+                rep.status(Status.SKIPPED, f"{len(names)} namespace(s), {reason}: "
+                           f"{', '.join(names)}")
             for note in bundle_notes(vals):
                 rep.info(note)
             for warning in bundle_warnings(vals):

@@ -36,7 +36,7 @@ def _table(data: dict[str, Any]) -> Any:
                              + (f" by {', '.join(f['managers'])}" if f["managers"] else ""))
         s = data["summary"]
         lines.append(
-            f"{len(data['namespaces'])} namespaces: {s['in sync']} in sync, {s['drifted']} "
+            f"{len(data['namespaces'])} namespaces: {s['inSync']} in sync, {s['drifted']} "
             f"drifted, {s['missing']} missing; enforcement: {data['enforcement']}"
         )
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

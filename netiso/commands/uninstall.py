@@ -24,7 +24,8 @@ def _table(data: dict[str, Any]) -> Any:
         rows += [[t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"]]
                  for t in data["skipped"]]
         out = [aligned(["KIND", "NAMESPACE", "NAME", "ACTION"], rows)] if rows else []
-        out.append(f"{len(data['deleted'])} objects {verb}; {len(data['skipped'])} skipped")
+        done = "would be deleted" if data["dryRun"] else "deleted"
+        out.append(f"{len(data['deleted'])} objects {done}; {len(data['skipped'])} skipped")
         console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw
