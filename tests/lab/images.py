@@ -19,9 +19,12 @@ node agent reports it the way kubelet does (Waiting: ErrImagePull, then ImagePul
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +65,10 @@ class Image:
         head = argv[0]
         if self.applet_dir and head.startswith("/") and os.path.basename(head) in self.applets:
             argv[0] = os.path.join(self.applet_dir, os.path.basename(head))
+        elif "/" not in head:
+            # Resolve on the image's PATH here, as a container runtime does: the container init
+            # is busybox-static's shell, which would run its own applet for a bare `sh`.
+            argv[0] = shutil.which(head, path=self.path) or head
         return argv
 
 
@@ -83,14 +90,49 @@ def normalize(image: str) -> tuple[str, str]:
     return name, tag or (f"@{digest}" if digest else "latest")
 
 
-def _applets() -> frozenset[str]:
-    out = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout
+def lab_cache() -> Path:
+    return Path(os.environ.get("NETISO_LAB_CACHE", "/root/.cache/netiso-lab"))
+
+
+def image_busybox() -> str:
+    """The busybox that busybox images run.
+
+    Debian's busybox-static is built with a "standalone" shell: `sh -c "wget ..."` runs the
+    built-in applet without a PATH lookup, so no wrapper on PATH can take effect inside scripts.
+    Debian's dynamically linked `busybox` package (same version) does look commands up on PATH,
+    like the shell of a real busybox image with its /bin links, so when `fetch_image_busybox` has
+    unpacked it into the cache it is preferred; busybox-static is the fallback.
+    """
+    dynamic = lab_cache() / "busybox-deb" / "bin" / "busybox"
+    return str(dynamic) if os.access(dynamic, os.X_OK) else BUSYBOX
+
+
+def fetch_image_busybox() -> Path:
+    """Unpack Debian's `busybox` package into the cache (it conflicts with busybox-static as an
+    installed package, so it is downloaded and extracted instead). Idempotent."""
+    target = lab_cache() / "busybox-deb"
+    binary = target / "bin" / "busybox"
+    if os.access(binary, os.X_OK):
+        return binary
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        subprocess.run(["apt-get", "download", "busybox"], cwd=tmp, check=True, capture_output=True)
+        debs = sorted(Path(tmp).glob("busybox_*.deb"))
+        staging = Path(tmp) / "x"
+        subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(staging)], check=True)
+        os.replace(staging, target)
+    return binary
+
+
+@functools.cache
+def _applets(busybox: str) -> frozenset[str]:
+    out = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True).stdout
     return frozenset(a for a in out.split() if a and "/" not in a)
 
 
-# Debian 12's busybox-static 1.35 segfaults on `wget -T N` (before any I/O, any address), and probe
-# scripts use -T to bound a blocked connection. This wrapper strips -T/--timeout and enforces the
-# same limit with busybox `timeout`; every other wget behaviour is busybox's own.
+# Debian 12's busybox wget has no timeout option and segfaults on `wget -T N` (before any I/O),
+# while probe scripts use -T to bound a blocked connection. This wrapper strips -T/--timeout and
+# enforces the limit with busybox `timeout`; every other wget behaviour is busybox's own.
 WGET_SHIM = """#!/bin/busybox sh
 t=
 want=
@@ -104,24 +146,26 @@ for a do
   esac
   set -- "$@" "$a"
 done
-[ -z "$t" ] || exec /bin/busybox timeout "$t" /bin/busybox wget "$@"
-exec /bin/busybox wget "$@"
+[ -z "$t" ] || exec /bin/busybox timeout "$t" @BUSYBOX@ wget "$@"
+exec @BUSYBOX@ wget "$@"
 """
 
 
 def ensure_applet_dir(state_dir: str | os.PathLike[str]) -> tuple[str, frozenset[str]]:
-    """A directory of `<applet> -> /bin/busybox` symlinks: the busybox image's /bin."""
-    target = Path(state_dir) / "images" / "busybox" / "bin"
-    applets = _applets()
+    """A directory of `<applet> -> busybox` symlinks: the busybox image's /bin."""
+    busybox = image_busybox()
+    flavour = "static" if busybox == BUSYBOX else "dynamic"
+    target = Path(state_dir) / "images" / f"busybox-{flavour}" / "bin"
+    applets = _applets(busybox)
     if not (target / "wget").is_file() or (target / "wget").is_symlink():
         target.mkdir(parents=True, exist_ok=True)
         for applet in applets:
             link = target / applet
             if not link.is_symlink() and not link.exists():
-                link.symlink_to(BUSYBOX)
+                link.symlink_to(busybox)
         shim = target / "wget"
         tmp = target / ".wget.tmp"
-        tmp.write_text(WGET_SHIM)
+        tmp.write_text(WGET_SHIM.replace("@BUSYBOX@", busybox))
         tmp.chmod(0o755)
         os.replace(tmp, shim)
     return str(target), applets
@@ -172,3 +216,12 @@ def resolve(image: str, state_dir: str | os.PathLike[str]) -> Image:
         f"local program for this image (known: busybox*, alpine, registry.k8s.io/pause, "
         f"netiso.lab/dnsmasq)"
     )
+
+
+if __name__ == "__main__":
+    # `python -m tests.lab.images fetch-busybox`: for the lab's setup script.
+    if sys.argv[1:] == ["fetch-busybox"]:
+        print(fetch_image_busybox())
+        sys.exit(0)
+    print("usage: python -m tests.lab.images fetch-busybox", file=sys.stderr)
+    sys.exit(2)
