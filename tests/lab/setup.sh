@@ -28,14 +28,24 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+python="${PYTHON:-$repo/.venv/bin/python}"
+[[ -x "$python" ]] || python="python3"
+cd "$repo"
+
+# Debian's dynamically linked busybox, unpacked into the lab cache (it conflicts with
+# busybox-static as an installed package): its shell looks applets up on PATH like a real busybox
+# image does, which the pods' wget shim relies on (see tests/lab/images.py). `apt-get download`
+# needs package lists, which a machine that had every package may never have fetched.
+if ! "$python" -m tests.lab.images fetch-busybox >/dev/null 2>&1; then
+    apt-get update -qq
+    "$python" -m tests.lab.images fetch-busybox >/dev/null
+fi
+
 if ! command -v go >/dev/null; then
     echo "lab setup: the Go toolchain (>= 1.26) is required to build the lab binaries" >&2
     exit 1
 fi
 
-python="${PYTHON:-$repo/.venv/bin/python}"
-[[ -x "$python" ]] || python="python3"
-cd "$repo"
 start=$(date +%s)
 "$python" -m tests.lab build
 echo "lab setup: binaries ready ($(($(date +%s) - start)) s)" >&2
