@@ -794,6 +794,8 @@ def _root_cause(exc: BaseException) -> str:
                    "No route to host", "Connection reset", "certificate verify failed"):
         if marker in text:
             return marker.lower()
+    if "Remote end closed connection" in text or "Connection aborted" in text:
+        return "the server closed the connection mid-request"
     return text.split(": ", 1)[-1] if ": " in text else text or type(inner).__name__
 
 

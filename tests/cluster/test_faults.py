@@ -151,6 +151,7 @@ def test_apiserver_killed_mid_apply_then_rerun_converges(
     _kill()
     stdout, stderr = proc.communicate(timeout=120)
 
+    print(stderr.strip().splitlines()[-1])  # shown with `pytest -s`: the README sample
     assert proc.returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("netiso: error: ")
