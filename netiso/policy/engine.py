@@ -424,14 +424,23 @@ class Matrix:
 
     def diff(self, after: Matrix) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
         """(newly allowed, newly denied) pairs between pods present in both matrices."""
-        common = [k for k in self._pos if k in after._pos]
         gained: list[tuple[str, str]] = []
         lost: list[tuple[str, str]] = []
-        for d in common:
-            for s in common:
-                a, b = self.allowed(s, d), after.allowed(s, d)
+        same_pods = [p.key for p in self.pods] == [p.key for p in after.pods]
+        if same_pods:
+            # The usual plan case: same pods, same order; compare rows as bitsets.
+            for d, (a, b) in enumerate(zip(self.allowed_from, after.allowed_from, strict=True)):
                 if a != b:
-                    (gained if b else lost).append((s, d))
+                    dst = self.pods[d].key
+                    gained.extend((self.pods[s].key, dst) for s in bit_indices(b & ~a))
+                    lost.extend((self.pods[s].key, dst) for s in bit_indices(a & ~b))
+            return gained, lost
+        common = [k for k in self._pos if k in after._pos]
+        for dst in common:
+            for src in common:
+                a_ok, b_ok = self.allowed(src, dst), after.allowed(src, dst)
+                if a_ok != b_ok:
+                    (gained if b_ok else lost).append((src, dst))
         return gained, lost
 
 
