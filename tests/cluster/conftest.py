@@ -13,7 +13,6 @@ API of the object the ``lab`` fixture yields: see tests/lab/client.py and tests/
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 import time
@@ -26,18 +25,6 @@ import pytest
 from tests.lab import controlplane
 from tests.lab import lab as lab_mod
 from tests.lab.client import LabClient
-
-LOCK_FILE = Path("/var/tmp/netiso-lab.lock")
-
-
-@contextlib.contextmanager
-def _lab_lock() -> Iterator[None]:
-    with open(LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _users_dir() -> Path:
@@ -73,7 +60,7 @@ def lab() -> Iterator[LabClient]:
         pytest.skip(f"lab unavailable: {reason}")
 
     started = False
-    with _lab_lock():
+    with lab_mod.exclusive():
         if not lab_mod.is_up():
             flavor = os.environ.get("NETISO_LAB_FLAVOR", "generic")
             lab_mod.up(lab_mod.make_spec(flavor=flavor))
@@ -86,7 +73,7 @@ def lab() -> Iterator[LabClient]:
     try:
         yield client
     finally:
-        with _lab_lock():
+        with lab_mod.exclusive():
             (_users_dir() / str(os.getpid())).unlink(missing_ok=True)
             if (started and os.environ.get("NETISO_LAB_KEEP") != "1"
                     and not _other_live_users()):

@@ -80,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("up", "down", "enforce"):
+            with lab.exclusive():
+                return _run(args)
         return _run(args)
     except (controlplane.LabError, network.LabNetworkError, build.BuildError, ValueError) as exc:
         print(f"lab: {exc}", file=sys.stderr)

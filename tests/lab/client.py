@@ -203,7 +203,8 @@ class LabClient:
         return enforcement.state(self.spec.enforced_nodes())
 
     def set_enforcement(self, enabled: bool) -> None:
-        lab.set_enforcement(enabled, spec=self.spec, log=lambda _text: None)
+        with lab.exclusive():
+            lab.set_enforcement(enabled, spec=self.spec, log=lambda _text: None)
 
     @contextlib.contextmanager
     def enforcement(self, enabled: bool) -> Iterator[None]:

@@ -14,13 +14,14 @@ The lab's shape (flavour, nodes) is written to ``<state>/lab.json`` by ``up`` so
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import http.client
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -67,6 +68,24 @@ def host_unavailable_reason() -> str | None:
         if shutil.which(tool) is None:
             return f"`{tool}` is missing; run `bash tests/lab/setup.sh`"
     return None
+
+
+LOCK_FILE = Path("/var/tmp/netiso-lab.lock")
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Serialise lab-changing operations (up, down, enforce) across processes on this machine.
+
+    Several people and pytest sessions share one lab: two concurrent `up`s would both start etcd
+    and one would die on the port. Lab operations take this lock; readers (status) do not.
+    """
+    with open(LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def spec_file() -> Path:
