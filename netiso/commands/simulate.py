@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from netiso.commands._common import reporter
-from netiso.console import OutputFormat, Reporter, Status
+from netiso.console import Reporter, Status
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -89,19 +89,14 @@ def register(app: typer.Typer) -> None:
             typer.Option("--live", help="Also read Namespaces, Pods and NetworkPolicies from "
                                         "the current cluster."),
         ] = False,
-        output: Annotated[
-            OutputFormat | None,
-            typer.Option("--output", "-o", help="Result format (same as the global -o).",
-                         case_sensitive=False),
-        ] = None,
     ) -> None:
         """Evaluate NetworkPolicies offline: given flows, one flow, or the whole pod matrix.
 
         Exit 0 when every expectation holds, 3 when one does not, 2 for bad input.
         """
         rep = reporter(ctx)
-        if output is not None:
-            rep.options.output = output
+        # -o/--output and --kubeconfig/--context are global options; netiso.cli also accepts
+        # them after the subcommand (`netiso simulate f.yaml -o json`).
         run(rep, files or [], flows=flows, src=src, dst=dst, port=port, protocol=protocol,
             live=live)
 
