@@ -62,7 +62,7 @@ def register(app: typer.Typer) -> None:
         files: Annotated[
             list[Path] | None,
             typer.Argument(help="YAML/JSON files with Namespaces, Pods and NetworkPolicies "
-                                "('-' reads stdin).", show_default=False, metavar="FILE..."),
+                                "('-' reads stdin).", show_default=False, metavar="FILE"),
         ] = None,
         flows: Annotated[
             Path | None,
