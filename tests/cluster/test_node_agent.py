@@ -270,3 +270,18 @@ def test_service_names_resolve_through_the_lab_dns(lab: LabClient, namespace: st
     assert "10.96.0.1" in out.stdout, out
     out = lab.resolve(namespace, "client", f"nope.{namespace}.svc.cluster.local")
     assert out.returncode != 0 and "NXDOMAIN" in out.stdout + out.stderr
+
+
+def test_pod_scripts_can_bound_wget_with_a_timeout(lab: LabClient, namespace: str) -> None:
+    # Debian's busybox wget segfaults on -T; the lab's shim must also apply inside `sh -c`.
+    url = "http://169.254.169.254/latest/meta-data/instance-id"
+    apply(
+        lab,
+        namespace,
+        busybox("probe", ["sh", "-c", f"wget -qO- -T 3 {url} > /dev/termination-log"]),
+    )
+    pod = wait_for(
+        lab, namespace, "probe", lambda p: p["status"].get("phase") in ("Succeeded", "Failed")
+    )
+    term = state(pod)["terminated"]
+    assert (term["exitCode"], term.get("message")) == (0, "i-0netisolab000001"), term
