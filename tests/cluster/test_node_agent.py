@@ -285,3 +285,27 @@ def test_pod_scripts_can_bound_wget_with_a_timeout(lab: LabClient, namespace: st
     )
     term = state(pod)["terminated"]
     assert (term["exitCode"], term.get("message")) == (0, "i-0netisolab000001"), term
+
+
+def test_kubectl_logs_reads_the_container_output(lab: LabClient, namespace: str) -> None:
+    apply(
+        lab,
+        namespace,
+        busybox("talker", ["sh", "-c", "echo one; echo two; exit 1"], restart="OnFailure"),
+    )
+    wait_for(
+        lab,
+        namespace,
+        "talker",
+        lambda p: (
+            p["status"]["containerStatuses"][0]["restartCount"] >= 1
+            if p["status"].get("containerStatuses")
+            else False
+        ),
+    )
+    out = lab.kubectl("logs", "-n", namespace, "talker", check=False)
+    assert out.stdout == "one\ntwo\n", out.stderr
+    out = lab.kubectl("logs", "-n", namespace, "talker", "--tail=1", check=False)
+    assert out.stdout == "two\n", out.stderr
+    out = lab.kubectl("logs", "-n", namespace, "talker", "--previous", check=False)
+    assert out.stdout == "one\ntwo\n", out.stderr

@@ -43,11 +43,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.lab import dns, images, network
+from tests.lab import dns, images, kubelet_server, network
 from tests.lab.kubeapi import JSON, ApiError, Kube
 from tests.lab.network import NodeSpec
 
@@ -168,10 +169,9 @@ def node_status(node: NodeSpec, kubelet_version: str, since: str | None = None) 
         }
 
     return {
-        "addresses": [
-            {"type": "InternalIP", "address": node.ip},
-            {"type": "Hostname", "address": node.name},
-        ],
+        # No Hostname address: the API server dials the first of Hostname, InternalDNS,
+        # InternalIP... it finds for `kubectl logs`, and lab node names resolve nowhere.
+        "addresses": [{"type": "InternalIP", "address": node.ip}],
         "capacity": resources,
         "allocatable": resources,
         "conditions": [
@@ -1242,8 +1242,31 @@ class Agent:
                 rv = ""
                 self.stop.wait(1)
 
+    def log_file(
+        self, ns: str, pod: str, container: str, previous: bool
+    ) -> tuple[Path, Callable[[], bool]] | None:
+        """Where `kubectl logs` finds a container's output (see kubelet_server.py)."""
+        with self.lock:
+            worker = next(
+                (w for w in self.workers.values() if w.ns == ns and w.pod_name == pod), None
+            )
+        if worker is None:
+            return None
+        for c in worker.init_containers + worker.containers:
+            if c.name == container and c.runs:
+                run = c.runs - (2 if previous else 1)
+                if run < 0:
+                    return None
+                return c.dir / f"{run}.log", (lambda c=c: c.running)
+        return None
+
     def run(self) -> None:
         self.register_nodes()
+        for node in self.nodes.values():
+            try:
+                kubelet_server.serve(node, self.state_dir, self.log_file)
+            except OSError as exc:
+                log.warning("kubelet log endpoint on %s:%d: %s", node.ip, 10250, exc)
         for target in (
             self.heartbeat_loop,
             self.pod_watch_loop,

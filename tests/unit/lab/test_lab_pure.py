@@ -434,3 +434,11 @@ def test_adopting_a_never_pod_records_the_lost_process(tmp_path: Path) -> None:
     assert b.done and b.last_exit == 0
     worker.sandbox_ready = True
     assert worker._phase() == "Failed"  # the lost Never container counts as failed, honestly
+
+
+def test_log_tail_lines() -> None:
+    from tests.lab import kubelet_server
+
+    assert kubelet_server.tail_lines(b"a\nb\nc\n", 2) == b"b\nc\n"
+    assert kubelet_server.tail_lines(b"a\nb", 0) == b""
+    assert kubelet_server.tail_lines(b"a\nb", -1) == b"a\nb"
