@@ -118,8 +118,10 @@ def socket_in_netns(netns: str, address: tuple[str, int]) -> socket.socket:
 
 
 def tail_lines(data: bytes, n: int) -> bytes:
+    if n < 0:
+        return data
     lines = data.splitlines(keepends=True)
-    return b"".join(lines[-n:]) if n >= 0 else data
+    return b"".join(lines[len(lines) - n :]) if n < len(lines) else data
 
 
 class _Server(ThreadingHTTPServer):
