@@ -494,9 +494,11 @@ class PodWorker(threading.Thread):
             return
         now = time.monotonic()
         pending_init = [c for c in self.init_containers if not c.done]
-        if pending_init:
+        if any(self._failed_for_good(c) for c in self.init_containers):
+            pass  # a failed init container with restartPolicy Never fails the pod: start nothing
+        elif pending_init:
             c = pending_init[0]
-            if not c.running and now >= c.next_start and not self._failed_for_good(c):
+            if not c.running and now >= c.next_start:
                 self._start(c)
         else:
             for c in self.containers:
@@ -789,9 +791,9 @@ class PodWorker(threading.Thread):
     def _phase(self) -> str:
         if not self.sandbox_ready:
             return "Pending"
-        if any(c.init and not c.done for c in self.init_containers):
-            if any(self._failed_for_good(c) for c in self.init_containers):
-                return "Failed"
+        if any(self._failed_for_good(c) for c in self.init_containers):
+            return "Failed"
+        if any(not c.done for c in self.init_containers):
             return "Pending"
         rows = [
             (c.runs > 0, c.running, c.last_exit if c.done or not c.running else None)

@@ -442,3 +442,21 @@ def test_log_tail_lines() -> None:
     assert kubelet_server.tail_lines(b"a\nb\nc\n", 2) == b"b\nc\n"
     assert kubelet_server.tail_lines(b"a\nb", 0) == b""
     assert kubelet_server.tail_lines(b"a\nb", -1) == b"a\nb"
+
+
+def test_a_failed_init_container_fails_a_never_pod(tmp_path: Path) -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "11111111-aaaa-bbbb-cccc-000000000000"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [{"name": "i", "image": "busybox"}],
+            "containers": [{"name": "c", "image": "busybox"}],
+        },
+    }
+    stub: Any = SimpleNamespace(state_dir=tmp_path)
+    worker = node_agent.PodWorker(stub, pod, N1, adopted=False)
+    worker.sandbox_ready = True
+    assert worker._phase() == "Pending"
+    init = worker.init_containers[0]
+    init.runs, init.last_exit, init.done = 1, 1, True
+    assert worker._phase() == "Failed"
