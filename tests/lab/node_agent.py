@@ -639,7 +639,13 @@ class PodWorker(threading.Thread):
                     c.next_start = time.monotonic() + 2
                 return
         assert self.netns is not None
-        argv = c.image.argv(c.spec.get("command"), c.spec.get("args"))
+        try:
+            argv = c.image.argv(c.spec.get("command"), c.spec.get("args"))
+        except images.ImageNotFound as exc:
+            # What a runtime says for a container it cannot create (e.g. no command at all).
+            c.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
+            c.next_start = time.monotonic() + BACKOFF_START
+            return
         c.dir = self.dir / c.name
         c.dir.mkdir(parents=True, exist_ok=True)
         term_file = c.dir / "termination-log"
