@@ -44,6 +44,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -975,6 +976,8 @@ class Agent:
         self.dns_pod_ip: str | None = None
         self.first_sync = threading.Event()
         self.started = now_iso()
+        self.binding: set[str] = set()
+        self.binder = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bind")
 
     # -- nodes and leases
     def register_nodes(self) -> None:
@@ -1118,7 +1121,12 @@ class Agent:
             return
         if not node_name:
             if not meta.get("deletionTimestamp"):
-                self.schedule(pod)
+                with self.lock:
+                    if uid in self.binding:
+                        return
+                    self.binding.add(uid)
+                # Off the watch thread: a burst of new pods must not queue behind each binding.
+                self.binder.submit(self._schedule_once, pod)
             return
         node = self.nodes.get(node_name)
         if node is None:
@@ -1143,6 +1151,15 @@ class Agent:
         with self.lock:
             if self.workers.get(worker.uid) is worker:
                 del self.workers[worker.uid]
+
+    def _schedule_once(self, pod: JSON) -> None:
+        try:
+            self.schedule(pod)
+        except Exception:
+            log.exception("scheduling %s/%s", pod["metadata"]["namespace"], pod["metadata"]["name"])
+        finally:
+            with self.lock:
+                self.binding.discard(pod["metadata"]["uid"])
 
     def schedule(self, pod: JSON) -> None:
         spec, meta = pod["spec"], pod["metadata"]
@@ -1171,6 +1188,9 @@ class Agent:
 
     def _unschedulable(self, pod: JSON) -> None:
         meta = pod["metadata"]
+        for cond in pod.get("status", {}).get("conditions") or []:
+            if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
+                return  # already said so; patching again would only echo back as a new event
         cond = {
             "type": "PodScheduled",
             "status": "False",
