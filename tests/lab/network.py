@@ -675,6 +675,19 @@ def create_pod_netns(
     return netns
 
 
+def pod_netns_on_node(node: NodeSpec) -> set[str]:
+    """Names of existing pod netns whose veth ends in this node's netns."""
+    out = _run([IP, "-n", node.netns, "-o", "link", "show"], check=False).stdout
+    found = set()
+    for line in out.splitlines():
+        name = line.split(":", 2)[1].strip().split("@", 1)[0]
+        if name.startswith(LINK_PREFIX) and len(name) > len(LINK_PREFIX) + 8:
+            netns = POD_NS_PREFIX + name[len(LINK_PREFIX) : len(LINK_PREFIX) + 8]
+            if netns_exists(netns):
+                found.add(netns)
+    return found
+
+
 def delete_pod_netns(netns: str, node: NodeSpec | None = None, ip: str | None = None) -> None:
     """Kill what is left in the pod netns, then remove it (its veth dies with it) and its /etc."""
     if not netns.startswith(POD_NS_PREFIX):

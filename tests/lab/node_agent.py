@@ -977,6 +977,7 @@ class Agent:
         self.first_sync = threading.Event()
         self.started = now_iso()
         self.binding: set[str] = set()
+        self.schedule_pods = True
         self.binder = ThreadPoolExecutor(max_workers=8, thread_name_prefix="bind")
 
     # -- nodes and leases
@@ -1102,11 +1103,14 @@ class Agent:
             self._clean_orphans(seen)
 
     def _clean_orphans(self, uids: set[str]) -> None:
+        """Remove pod netns wired to OUR nodes whose pod no longer exists."""
         known = {network.pod_netns_name(uid) for uid in uids}
-        for ns in network.list_netns(network.POD_NS_PREFIX):
-            if ns not in known:
-                log.info("removing orphan pod netns %s", ns)
-                network.delete_pod_netns(ns)
+        ours = set()
+        for node in self.nodes.values():
+            ours |= network.pod_netns_on_node(node)
+        for ns in sorted(ours - known):
+            log.info("removing orphan pod netns %s", ns)
+            network.delete_pod_netns(ns)
 
     def on_pod(self, kind: str | None, pod: JSON, listing: bool = False) -> None:
         meta, spec = pod.get("metadata", {}), pod.get("spec", {})
@@ -1120,7 +1124,7 @@ class Agent:
                 worker.gone()
             return
         if not node_name:
-            if not meta.get("deletionTimestamp"):
+            if self.schedule_pods and not meta.get("deletionTimestamp"):
                 with self.lock:
                     if uid in self.binding:
                         return
@@ -1317,6 +1321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--node", action="append", required=True, help="name:netns:ip:podcidr")
     parser.add_argument("--flavor", default="generic", choices=["generic", "eks", "gke", "aks"])
+    parser.add_argument(
+        "--no-schedule", action="store_true", help="do not bind pods (someone else schedules)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -1347,6 +1354,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"node-agent: another node agent holds {state / 'node-agent.lock'}", file=sys.stderr)
         return 1
     agent = Agent(args.kubeconfig, state, nodes, args.flavor)
+    agent.schedule_pods = not args.no_schedule
 
     def stop(signum: int, frame: object) -> None:
         agent.shutdown()
