@@ -141,23 +141,51 @@ def _argv(node: EnforcedNode) -> list[str]:
     ]
 
 
-def on(nodes: Sequence[EnforcedNode], *, timeout: float = 60.0) -> None:
-    """Start kube-router in every node netns (if not running) and wait for its chains."""
+def _log_size(node: EnforcedNode) -> int:
+    try:
+        return controlplane.paths().log(process_name(node)).stat().st_size
+    except OSError:
+        return 0
+
+
+def _synced_since(node: EnforcedNode, offset: int) -> bool:
+    # kube-router logs this line at the end of every full policy sync (network_policy_controller
+    # .go, "sync iptables took"); the first one after a start means every existing policy and pod
+    # is programmed, not just the top-level chains hooked in.
+    try:
+        with open(controlplane.paths().log(process_name(node)), "rb") as log:
+            log.seek(offset)
+            return b"sync iptables took" in log.read()
+    except OSError:
+        return False
+
+
+def on(nodes: Sequence[EnforcedNode], *, timeout: float = 180.0) -> None:
+    """Start kube-router in every node netns (if not running); wait for its first full sync.
+
+    Readiness is the chains hooked into FORWARD/INPUT/OUTPUT plus one completed full sync: with
+    hundreds of policies in the cluster (benchmarks) a sync takes seconds, and a test flipping
+    enforcement on must not probe before existing policies are enforced.
+    """
     _apply_rbac()
+    started: dict[str, int] = {}
     for node in nodes:
         if controlplane.running(process_name(node)) is None:
+            started[node.name] = _log_size(node)
             controlplane.start_process(process_name(node), _argv(node))
     deadline = time.monotonic() + timeout
     pending = list(nodes)
     while pending:
-        pending = [n for n in pending if not _hooked(n.netns)]
+        pending = [n for n in pending
+                   if not (_hooked(n.netns)
+                           and (n.name not in started or _synced_since(n, started[n.name])))]
         for node in pending:
             if controlplane.running(process_name(node)) is None:
                 log = controlplane.paths().log(process_name(node))
                 raise controlplane.LabError(f"kube-router on {node.name} exited; see {log}")
         if pending and time.monotonic() > deadline:
             names = ", ".join(n.name for n in pending)
-            raise controlplane.LabError(f"kube-router chains missing on {names} after {timeout} s")
+            raise controlplane.LabError(f"kube-router not synced on {names} after {timeout} s")
         if pending:
             time.sleep(0.2)
 

@@ -34,8 +34,14 @@ COMMIT
 def test_sweep_removes_every_kube_router_chain_and_jump_and_keeps_the_rest() -> None:
     out = enforcement.without_kube_router(SAVED)
     assert "KUBE-" not in out
-    for kept in (":INPUT ACCEPT", ":NLAB-KEEP - [0:0]", "-A FORWARD -s 10.244.1.0/24 -j NLAB-KEEP",
-                 "-A NLAB-KEEP -j ACCEPT", "*filter", "COMMIT"):
+    for kept in (
+        ":INPUT ACCEPT",
+        ":NLAB-KEEP - [0:0]",
+        "-A FORWARD -s 10.244.1.0/24 -j NLAB-KEEP",
+        "-A NLAB-KEEP -j ACCEPT",
+        "*filter",
+        "COMMIT",
+    ):
         assert kept in out
 
 
@@ -50,14 +56,18 @@ def _cert(path: Path) -> x509.Certificate:
 
 def test_pki_serving_cert_names_and_admin_group(tmp_path: Path) -> None:
     p = pki.ensure(tmp_path)
-    sans = _cert(p.cert("apiserver")).extensions.get_extension_for_class(
-        x509.SubjectAlternativeName).value
+    sans = (
+        _cert(p.cert("apiserver"))
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value
+    )
     ips = {str(i) for i in sans.get_values_for_type(x509.IPAddress)}
     assert {"10.250.0.1", "127.0.0.1", "10.96.0.1"} <= ips
     assert "kubernetes.default.svc" in sans.get_values_for_type(x509.DNSName)
     admin = _cert(p.cert("admin")).subject
     assert [a.value for a in admin.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
-        "system:masters"]
+        "system:masters"
+    ]
     # Every leaf verifies against the CA with a stock TLS stack.
     ctx = ssl.create_default_context(cafile=str(p.ca_cert))
     ctx.load_cert_chain(str(p.cert("admin")), str(p.key("admin")))
@@ -74,7 +84,9 @@ def test_client_certificate_carries_user_and_groups(tmp_path: Path) -> None:
     subject = x509.load_pem_x509_certificate(cert_pem).subject
     assert subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "jane"
     assert [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)] == [
-        "devs", "ops"]
+        "devs",
+        "ops",
+    ]
 
 
 def test_kubeconfig_is_self_contained() -> None:
@@ -90,16 +102,17 @@ def test_lab_spec_round_trips_and_validates() -> None:
     assert again == spec
     assert [n.name for n in again.nodes] == ["lab-node-1"]
     assert ipaddress.IPv4Network(again.nodes[0].pod_cidr).subnet_of(
-        ipaddress.IPv4Network("10.244.0.0/16"))
+        ipaddress.IPv4Network("10.244.0.0/16")
+    )
     with pytest.raises(ValueError, match="flavour"):
         lab.make_spec(flavor="openshift")
     with pytest.raises(ValueError):
         lab.make_spec(node_count=3)
 
 
-def test_binary_cache_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+def test_binary_cache_is_keyed_by_version(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("NETISO_LAB_CACHE", str(tmp_path))
     assert build.binary("kube-apiserver") == (
-        tmp_path / "bin" / f"kube-apiserver-{build.K8S_VERSION}" / "kube-apiserver")
+        tmp_path / "bin" / f"kube-apiserver-{build.K8S_VERSION}" / "kube-apiserver"
+    )
     assert set(build.missing()) == set(build.BINARIES)
