@@ -1,6 +1,7 @@
 """Benchmark: applying the bundle to 500 namespaces of the lab, netiso vs kubectl server-side apply.
 
-Not a test (nothing asserts); it prints figures and the ratio against its anchor:
+Not a test: it prints figures and the ratio against its anchor, and exits non-zero only when
+the two tools did not end with the same policies (then the figures compare nothing):
 
     .venv/bin/python bench/bench_apply.py                  # 500 namespaces, needs a running lab
     .venv/bin/python bench/bench_apply.py --namespaces 100
@@ -157,6 +158,11 @@ def main() -> None:
         print(f"  {'kubectl':8}{k['apply']:>12.2f} s{k['rerun']:>18.2f} s")
         print(f"  ratio (kubectl / netiso): first apply {k['apply'] / n['apply']:.1f}x, "
               f"rerun {k['rerun'] / n['rerun']:.1f}x (goal >= 3x)")
+    differing = [plane for plane, _, _, same in rows if not same]
+    if differing:
+        # A speed figure for two tools that did not produce the same policies compares
+        # nothing; a script or CI reading only the exit status must see that too.
+        raise SystemExit(f"bench_apply: the two tools' results differ on: {', '.join(differing)}")
 
 
 def measure(args: argparse.Namespace, kubeconfig_path: Path, *, settle: bool
