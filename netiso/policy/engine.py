@@ -18,6 +18,9 @@ O(distinct target sets x pods / 64) machine words, never pairs x policies.
 Where the spec leaves room for implementations (an ipBlock that covers pod IPs, hostNetwork
 pods, traffic from the pod's own node, a pod talking to itself) the engine follows the spec
 text and adds a "non-portable" note to the verdict instead of guessing a plugin's behaviour.
+Two exceptions of the spec are not rules at all and so sit outside the bitset algebra, applied
+last on both paths: a pod cannot block access to itself, and traffic to and from the pod's own
+node is always allowed.
 """
 
 from __future__ import annotations
@@ -59,9 +62,11 @@ NOTE_NODE_LOCAL = (
     "an ingress-isolated pod, some plugins still filter it"
 )
 NOTE_SELF = (
-    "non-portable: a pod connecting to its own IP; evaluated by the rules like any source, "
-    "but plugins differ (some always allow hairpin traffic)"
+    "non-portable: a pod connecting to itself; always allowed (the spec: a pod cannot block "
+    "access to itself), but through its own pod IP the packets may hairpin and some plugins "
+    "filter that"
 )
+REASON_SELF = "a pod cannot block access to itself"
 
 
 # --- endpoints and flows -----------------------------------------------------------------
@@ -526,6 +531,8 @@ class Engine:
             notes.append(NOTE_IPBLOCK_POD)
         if matches:
             return SideVerdict(direction, True, True, keys, tuple(matches), "allowed by a rule")
+        if isinstance(other, PodEndpoint) and other.index == me.index:
+            return SideVerdict(direction, True, True, keys, (), REASON_SELF)
         if direction is Direction.INGRESS and self._from_own_node(other, me):
             notes.append(NOTE_NODE_LOCAL)
             return SideVerdict(direction, True, True, keys, (),
@@ -552,7 +559,8 @@ class Engine:
         pods = [e.index for e in (flow.src, flow.dst) if isinstance(e, PodEndpoint)]
         if any(c.pods[i].host_network for i in pods):
             notes.append(NOTE_HOST_NETWORK)
-        if isinstance(flow.src, PodEndpoint) and flow.src == flow.dst:
+        if isinstance(flow.src, PodEndpoint) and isinstance(flow.dst, PodEndpoint) \
+                and flow.src.index == flow.dst.index:
             notes.append(NOTE_SELF)
         return Verdict(str(flow.src), str(flow.dst), port, protocol, egress, ingress,
                        tuple(dict.fromkeys(notes)))
@@ -609,6 +617,9 @@ class Engine:
                     grants[targets] = grants.get(targets, 0) | cp.selected
         self._spread(grants, egress)
 
+        # "A pod cannot block access to itself": no rule is involved, so neither side can say no.
+        ingress = [row | 1 << d for d, row in enumerate(ingress)]
+        egress = [row | 1 << d for d, row in enumerate(egress)]
         allowed = [a & b for a, b in zip(ingress, egress, strict=True)]
         return Matrix(port, proto, c.pods, allowed, ingress, egress)
 

@@ -20,11 +20,13 @@ WEB_FROM_B = netpol("a/web-from-b", {"podSelector": sel(app="web"), "ingress": [
 def test_matrix_accessors() -> None:
     m = engine(*WORLD, DENY_A, WEB_FROM_B).matrix(80, Protocol.TCP)
     assert m.allowed("b/cli", "a/web") and not m.allowed("a/db", "a/web")
-    assert m.sources("a/web") == ["b/cli"]
+    assert m.sources("a/web") == ["a/web", "b/cli"]  # a pod cannot block access to itself
     assert m.ingress_allows("b/cli", "a/web") and m.egress_allows("a/db", "a/web")
     pairs = set(m.allowed_pairs())
     assert ("b/cli", "a/web") in pairs and ("a/web", "b/cli") in pairs
-    assert m.count_allowed() == len(pairs) == 4  # web->cli, db->cli, cli->cli, cli->web
+    # web->cli, db->cli, cli->web, and every pod to itself
+    assert m.count_allowed() == len(pairs) == 6
+    assert {("a/web", "a/web"), ("a/db", "a/db"), ("b/cli", "b/cli")} <= pairs
 
 
 def test_matrix_diff_before_after() -> None:
@@ -33,8 +35,8 @@ def test_matrix_diff_before_after() -> None:
     after = engine(*WORLD, DENY_A, WEB_FROM_B).matrix(80)
     gained, lost = before.diff(after)
     assert gained == []
-    assert set(lost) == {("a/web", "a/web"), ("a/db", "a/web"), ("a/web", "a/db"),
-                         ("a/db", "a/db"), ("b/cli", "a/db")}
+    # A deny-all never closes a pod to itself ("a pod cannot block access to itself").
+    assert set(lost) == {("a/db", "a/web"), ("a/web", "a/db"), ("b/cli", "a/db")}
     # Different pod sets: only pods in both are compared.
     fewer = Engine(Cluster.from_objects([*WORLD[:-1], DENY_A])).matrix(80)
     gained, lost = before.diff(fewer)

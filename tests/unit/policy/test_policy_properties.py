@@ -141,6 +141,9 @@ def _rule_admits(rule: Rule, policy_ns: str, other: Pod, dst: Pod, port: int,
 
 
 def oracle(cluster: Cluster, src: Pod, dst: Pod, port: int, proto: Protocol) -> bool:
+    if src.key == dst.key:
+        return True  # "a pod cannot block access to itself"
+
     def side(me: Pod, other: Pod, direction: Direction) -> bool:
         selecting = [p for p in cluster.policies if p.namespace == me.namespace
                      and direction in p.policy_types and p.pod_selector.matches(me.label_map)]

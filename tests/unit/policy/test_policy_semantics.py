@@ -394,3 +394,37 @@ def test_bad_endpoints_are_input_errors(text: str) -> None:
     with pytest.raises(PolicyInputError) as info:
         engine(*WORLD).check("dev/tool", text, 80)
     assert info.value.exit_code == ExitCode.USAGE
+
+
+def test_a_pod_cannot_block_access_to_itself() -> None:
+    """"Other pods that are allowed (exception: a pod cannot block access to itself)" — and the
+    upstream e2e netpol Reachability calls AllowLoopback: "loopback logic follows no policy".
+    Whatever isolates the pod, in either direction, on any port, by name or by its own IP."""
+    rows: list[Row] = [
+        ("prod/web", "prod/web", 8080, None, True),
+        ("prod/web", "prod/web", 9090, None, True),
+        ("prod/web", "ip:10.0.1.1", 1234, "UDP", True),   # its own IP is itself
+        ("dev/tool", "dev/tool", 80, "SCTP", True),
+        ("prod/web", "prod/db", 5432, None, False),        # the others stay denied
+        ("dev/tool", "prod/web", 8080, None, False),
+    ]
+    run_table([deny_all("prod", "Ingress", "Egress"), deny_all("dev", "Ingress", "Egress")], rows)
+    # Rules that name other pods only, in both directions, change nothing for the pod itself.
+    run_table([netpol("prod/web-only-db", {
+        "podSelector": sel(app="web"), "policyTypes": ["Ingress", "Egress"],
+        "ingress": [{"from": [{"podSelector": sel(app="db")}]}],
+        "egress": [{"to": [{"podSelector": sel(app="db")}], "ports": [{"port": 5432}]}]})], [
+        ("prod/web", "prod/web", 8080, None, True),
+        ("prod/db", "prod/web", 8080, None, True),
+        ("prod/job", "prod/web", 8080, None, False),
+        ("prod/web", "prod/job", 80, None, False),
+    ])
+    eng = engine(*WORLD, deny_all("prod", "Ingress", "Egress"))
+    v = eng.check("prod/web", "prod/web", 8080)
+    assert v.egress.isolated and v.ingress.isolated
+    assert "cannot block access to itself" in v.ingress.reason
+    assert "cannot block access to itself" in v.egress.reason
+    assert any("itself" in n for n in v.notes)
+    m = eng.matrix(8080)
+    assert all(m.allowed(i, i) and m.ingress_allows(i, i) and m.egress_allows(i, i)
+               for i in range(len(eng.cluster.pods)))

@@ -158,7 +158,8 @@ def test_matrix_over_declared_ports(capsys: pytest.CaptureFixture[str],
                           for d, p in (("prod/web", 8080), ("prod/db", 5432))}
     assert cells[("dev/tool", "prod/web", 8080)] is True
     assert cells[("prod/web", "prod/db", 5432)] is False
-    assert doc["summary"] == {"total": 6, "allowed": 3, "denied": 3, "mismatches": 0}
+    assert cells[("prod/db", "prod/db", 5432)] is True  # a pod cannot block access to itself
+    assert doc["summary"] == {"total": 6, "allowed": 4, "denied": 2, "mismatches": 0}
 
     code, out, _ = run(capsys, "--no-color", "simulate", str(cluster_file))
     lines = out.splitlines()
