@@ -54,7 +54,7 @@ GKE_METADATA_WARNING = (
     "with Workload Identity Federation for GKE (or metadata concealment on older node pools)."
 )
 
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # fullmatch: `$` allows a final \n
 
 
 @functools.cache
@@ -240,7 +240,7 @@ def render_bundle(values: Values, namespaces: Sequence[str]) -> list[dict[str, A
     """The bundle's NetworkPolicies for each namespace, sorted by (namespace, name)."""
     objects: list[dict[str, Any]] = []
     for namespace in sorted(set(namespaces)):
-        if len(namespace) > 63 or not _NAMESPACE_RE.match(namespace):
+        if len(namespace) > 63 or not _NAMESPACE_RE.fullmatch(namespace):
             raise UsageError(f"namespace {namespace!r} is not a valid namespace name")
         objects.extend(_policies_for(values, namespace))
     objects.sort(key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))

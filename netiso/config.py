@@ -237,14 +237,22 @@ class Values:
 
 # --- loading ---------------------------------------------------------------------------------
 
-_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
-_DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_PORT_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# Always used with fullmatch: `$` also matches before a trailing newline, so `match` with `$`
+# would accept "prod\n" and render an object the API server refuses.
+_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+# IANA service name (RFC 6335), which is what the API server checks a named port against.
+_PORT_NAME_RE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 _NAMESPACE_ALLOWED = "lowercase letters, digits and '-', starting and ending alphanumeric, <= 63"
 _CIDR_ALLOWED = "an IPv4 or IPv6 address or CIDR such as 169.254.169.254/32 or fd00:ec2::254/128"
+_PORT_ALLOWED = (
+    "1-65535, or a named port (1-15 chars of a-z, 0-9 and '-', at least one letter, "
+    "no leading, trailing or double '-')"
+)
+_APP_NAME_ALLOWED = "lowercase letters, digits and '-', <= 46 chars (set name: explicitly)"
 
 _TOP_KEYS = (
     "namespaces",
@@ -279,6 +287,11 @@ class _At:
         return UsageError(text)
 
 
+def _plain_key(key: Any) -> bool:
+    """Whether a mapping key reads unambiguously as part of an error path."""
+    return isinstance(key, str) and bool(re.fullmatch(r"\S+", key))
+
+
 def _show(value: Any) -> str:
     if isinstance(value, str):
         return repr(value)
@@ -300,6 +313,9 @@ def _mapping(value: Any, at: _At, keys: Sequence[str]) -> dict[str, Any]:
         raise at.fail(f"expected a mapping, got {_show(value)}", f"keys {', '.join(keys)}")
     for key in value:
         if not isinstance(key, str) or key not in keys:
+            if not _plain_key(key):
+                # An empty or blank key would vanish from the path ("namespaces.: ..."): name it.
+                raise at.fail(f"unknown key {_show(key)}", ", ".join(keys))
             close = difflib.get_close_matches(str(key), keys, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise (at / str(key)).fail(f"unknown key{hint}", ", ".join(keys))
@@ -321,7 +337,7 @@ def _bool(value: Any, at: _At) -> bool:
 
 
 def _namespace_name(value: Any, at: _At) -> str:
-    if not isinstance(value, str) or len(value) > 63 or not _NAMESPACE_RE.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not _NAMESPACE_RE.fullmatch(value):
         raise at.fail(f"{_show(value)} is not a valid namespace name", _NAMESPACE_ALLOWED)
     return value
 
@@ -340,12 +356,14 @@ def _namespace_list(items: Sequence[Any], at: _At) -> tuple[str, ...]:
 
 def _label_key(key: Any, at: _At) -> str:
     allowed = "[prefix/]name: name <= 63 chars of [A-Za-z0-9-_.], prefix a DNS subdomain"
-    if not isinstance(key, str) or not key:
+    if key == "":
+        raise at.fail("empty label key", allowed)
+    if not isinstance(key, str):
         raise at.fail(f"{_show(key)} is not a valid label key", allowed)
     prefix, _, name = key.rpartition("/")
-    ok = len(name) <= 63 and bool(_LABEL_NAME_RE.match(name))
-    if prefix:
-        ok = ok and len(prefix) <= 253 and bool(_DNS_SUBDOMAIN_RE.match(prefix))
+    ok = len(name) <= 63 and bool(_LABEL_NAME_RE.fullmatch(name))
+    if prefix or key.startswith("/"):
+        ok = ok and len(prefix) <= 253 and bool(_DNS_SUBDOMAIN_RE.fullmatch(prefix))
     if not ok:
         raise at.fail(f"{key!r} is not a valid label key", allowed)
     return key
@@ -356,7 +374,11 @@ def _label_value(value: Any, at: _At) -> str:
     if isinstance(value, bool | int):
         # YAML reads `enabled: true` / `tier: 1` as bool/int; labels are strings, say so.
         raise at.fail(f"{_show(value)} is not a string (quote it)", allowed)
-    if not isinstance(value, str) or len(value) > 63 or (value and not _LABEL_NAME_RE.match(value)):
+    if (
+        not isinstance(value, str)
+        or len(value) > 63
+        or (value and not _LABEL_NAME_RE.fullmatch(value))
+    ):
         raise at.fail(f"{_show(value)} is not a valid label value", allowed)
     return value
 
@@ -367,16 +389,17 @@ def _labels(value: Any, at: _At) -> tuple[tuple[str, str], ...]:
             f"expected a non-empty mapping of labels, got {_show(value)}",
             "e.g. {app: web-server}",
         )
-    return tuple(
-        sorted((_label_key(k, at / str(k)), _label_value(v, at / str(k))) for k, v in value.items())
-    )
+    # The key is checked at the selector's path: a bad key (empty, blank, with a newline) would
+    # garble the path if it were part of it; the message quotes it instead.
+    return tuple(sorted((_label_key(k, at), _label_value(v, at / k)) for k, v in value.items()))
 
 
 # kubectl's selector grammar, the subset that matters: k=v, k==v, k!=v, k, !k, k in (..),
 # k notin (..), comma-separated. Commas inside parentheses belong to the set.
-_SET_RE = re.compile(r"^\s*(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<vals>[^()]*)\)\s*$")
-_EQ_RE = re.compile(r"^\s*(?P<key>[^\s!=()]+)\s*(?P<op>==|=|!=)\s*(?P<val>[^\s!=(),]*)\s*$")
-_EXISTS_RE = re.compile(r"^\s*(?P<neg>!?)\s*(?P<key>[^\s!=(),]+)\s*$")
+# Whitespace (newlines included) separates tokens, as in kubectl's lexer.
+_SET_RE = re.compile(r"\s*(?P<key>[^\s!=()]+)\s+(?P<op>in|notin)\s*\((?P<vals>[^()]*)\)\s*")
+_EQ_RE = re.compile(r"\s*(?P<key>[^\s!=()]+)\s*(?P<op>==|=|!=)\s*(?P<val>[^\s!=(),]*)\s*")
+_EXISTS_RE = re.compile(r"\s*(?P<neg>!?)\s*(?P<key>[^\s!=(),]+)\s*")
 
 
 def parse_selector(text: Any, at: _At) -> LabelSelector:
@@ -406,7 +429,7 @@ def parse_selector(text: Any, at: _At) -> LabelSelector:
     for part in parts:
         if not part.strip():
             raise at.fail(f"empty requirement in selector {text!r}", allowed)
-        if m := _SET_RE.match(part):
+        if m := _SET_RE.fullmatch(part):
             values = tuple(v.strip() for v in m["vals"].split(","))
             if not any(values):
                 raise at.fail(f"empty value set in selector {text!r}", allowed)
@@ -414,10 +437,10 @@ def parse_selector(text: Any, at: _At) -> LabelSelector:
                 _label_value(v, at)
             op = "In" if m["op"] == "in" else "NotIn"
             reqs.append(Requirement(_label_key(m["key"], at), op, tuple(sorted(set(values)))))
-        elif m := _EQ_RE.match(part):
+        elif m := _EQ_RE.fullmatch(part):
             op = "NotIn" if m["op"] == "!=" else "In"
             reqs.append(Requirement(_label_key(m["key"], at), op, (_label_value(m["val"], at),)))
-        elif m := _EXISTS_RE.match(part):
+        elif m := _EXISTS_RE.fullmatch(part):
             op = "DoesNotExist" if m["neg"] else "Exists"
             reqs.append(Requirement(_label_key(m["key"], at), op))
         else:
@@ -433,6 +456,7 @@ def _cidr(value: Any, at: _At) -> str:
     except ValueError as exc:
         detail = " (host bits set)" if "host bits" in str(exc) else ""
         raise at.fail(f"{value!r} is not a valid CIDR{detail}", _CIDR_ALLOWED) from exc
+    _no_scope(net.network_address, value, at, _CIDR_ALLOWED)
     if net.prefixlen == 0:
         raise at.fail(f"{value!r} would deny all egress", "a metadata endpoint, e.g. /32 or /128")
     for keep in EKS_POD_IDENTITY:
@@ -444,17 +468,33 @@ def _cidr(value: Any, at: _At) -> str:
     return str(net)
 
 
+def _no_scope(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, value: str, at: _At, allowed: str
+) -> None:
+    # Python accepts "fe80::1%eth0"; the scope is local to one host's interfaces and the rendered
+    # "fe80::1%eth0/128" is not a CIDR the API server takes.
+    scope = getattr(address, "scope_id", None)
+    if scope:
+        raise at.fail(
+            f"{value!r} has a scope (%{scope}), which a NetworkPolicy ipBlock cannot express",
+            allowed,
+        )
+
+
 def _ip(value: Any, at: _At) -> str:
+    allowed = "an IP address without a scope, e.g. 169.254.20.10"
     if not isinstance(value, str):
-        raise at.fail(f"{_show(value)} is not an IP address", "e.g. 169.254.20.10")
+        raise at.fail(f"{_show(value)} is not an IP address", allowed)
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        address = ipaddress.ip_address(value.strip())
     except ValueError as exc:
-        raise at.fail(f"{value!r} is not a valid IP address", "e.g. 169.254.20.10") from exc
+        raise at.fail(f"{value!r} is not a valid IP address", allowed) from exc
+    _no_scope(address, value, at, allowed)
+    return str(address)
 
 
 def _port(value: Any, at: _At) -> PortSpec:
-    allowed_port = "1-65535, or a named port (<= 15 chars of a-z, 0-9, '-', with a letter)"
+    allowed_port = _PORT_ALLOWED
     protocol = "TCP"
     if isinstance(value, dict):
         value = dict(_mapping(value, at, ("port", "protocol")))
@@ -476,7 +516,7 @@ def _port(value: Any, at: _At) -> PortSpec:
     if (
         isinstance(value, str)
         and len(value) <= 15
-        and _PORT_NAME_RE.match(value)
+        and _PORT_NAME_RE.fullmatch(value)
         and re.search("[a-z]", value)
     ):
         return PortSpec(value, protocol)
@@ -498,14 +538,18 @@ def _app_ports(items: list[Any], at: _At) -> tuple[AppPorts, ...]:
         ports = tuple(_port(p, a / "ports" / j) for j, p in enumerate(ports_raw))
         if len(set(ports)) != len(ports):
             raise (a / "ports").fail("duplicate port", "each port/protocol once")
-        raw_name = entry.get("name", "-".join(v for _, v in labels if v) or "app")
-        name = str(raw_name).lower()
-        # The policy is named netiso-allow-app-<name>: keep the whole name a DNS label (<= 63).
-        if not _NAMESPACE_RE.match(name) or len(name) > 46:
+        raw_name = entry.get("name")
+        if raw_name is None:  # `name:` left empty means the default, like every other key
+            raw_name = "-".join(v for _, v in labels if v) or "app"
+        if not isinstance(raw_name, str):
+            # str() would turn `name: true` into "true" and `name: null` once into "none".
             raise (a / "name").fail(
-                f"{_show(raw_name)} cannot name a policy",
-                "lowercase letters, digits and '-', <= 46 chars (set name: explicitly)",
+                f"{_show(raw_name)} is not a string (quote it)", _APP_NAME_ALLOWED
             )
+        name = raw_name.lower()
+        # The policy is named netiso-allow-app-<name>: keep the whole name a DNS label (<= 63).
+        if not _NAMESPACE_RE.fullmatch(name) or len(name) > 46:
+            raise (a / "name").fail(f"{_show(raw_name)} cannot name a policy", _APP_NAME_ALLOWED)
         if name in names:
             raise (a / "name").fail(f"duplicate app name {name!r}", "distinct names")
         names.add(name)
@@ -556,6 +600,13 @@ def _read_yaml(path: Path) -> Any:
         raise UsageError(f"{where}: invalid YAML: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: invalid YAML: {exc}") from exc
+    except RecursionError as exc:
+        # PyYAML's composer recurses once per nesting level: `[[[[...` thousands deep exhausts
+        # the interpreter's stack long before any values file legitimately would.
+        raise UsageError(
+            f"{path}: invalid YAML: nesting too deep; "
+            "allowed: a values file nested a few levels deep"
+        ) from exc
 
 
 def _exclusions(provider: Provider, extra: tuple[str, ...]) -> tuple[Exclusion, ...]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -150,9 +151,8 @@ def _error(**kwargs: object) -> str:
 
 def test_exact_error_lines(tmp_path: Path) -> None:
     f = values_file(tmp_path, "appPorts:\n  - podSelector: {app: w}\n    ports: [80, 0]\n")
-    assert _error(path=f) == (
-        f"{f}: appPorts[0].ports[1]: 0 is out of range; "
-        "allowed: 1-65535, or a named port (<= 15 chars of a-z, 0-9, '-', with a letter)"
+    assert (
+        _error(path=f) == f"{f}: appPorts[0].ports[1]: 0 is out of range; allowed: {PORT_ALLOWED}"
     )
     f = values_file(tmp_path, "namespaces:\n  include: [a\n")
     assert _error(path=f).startswith(f"{f}:3:1: invalid YAML: ")
@@ -279,7 +279,12 @@ def test_port_range_is_exact(port: int) -> None:
             _port(port, _At("p"))
 
 
-@given(st.text(max_size=70))
+# Arbitrary text, and text made of the name alphabet plus a newline: a regex anchored with `$`
+# accepts "a\n", which the first strategy alone rarely generates.
+NAMES = st.one_of(st.text(max_size=70), st.text(alphabet="az09-\n", max_size=70))
+
+
+@given(NAMES)
 def test_namespace_names_never_crash(name: str) -> None:
     try:
         v = load_values(None, namespaces=[name], force=True)
@@ -288,6 +293,7 @@ def test_namespace_names_never_crash(name: str) -> None:
     else:
         assert v.namespaces.include == (name,)
         assert len(name) <= 63
+        assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), repr(name)
 
 
 def test_the_readme_example_is_valid(tmp_path: Path) -> None:
@@ -299,3 +305,121 @@ def test_the_readme_example_is_valid(tmp_path: Path) -> None:
     assert v.namespaces.include == ("production", "staging")
     assert v.allow_from_namespaces == ("ingress-nginx", "monitoring")
     assert v.app_ports == DEFAULT_APP_PORTS
+
+
+# --- names are matched whole: a trailing newline is not part of a valid name ------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "path"),
+    [
+        ('namespaces: {include: ["prod\\n"]}\n', "namespaces.include[0]"),
+        ('allowFromNamespaces: ["mon\\n"]\n', "allowFromNamespaces[0]"),
+        ('dns: {namespace: "kube-system\\n"}\n', "dns.namespace"),
+        ('dns: {podSelector: {"app\\n": x}}\n', "dns.podSelector"),
+        ('dns: {podSelector: {app: "x\\n"}}\n', "dns.podSelector.app"),
+        ('appPorts: [{podSelector: {app: w}, ports: ["http\\n"]}]\n', "appPorts[0].ports[0]"),
+        ('appPorts: [{podSelector: {app: w}, ports: [80], name: "web\\n"}]\n', "appPorts[0].name"),
+    ],
+)
+def test_trailing_newline_is_refused(tmp_path: Path, text: str, path: str) -> None:
+    f = values_file(tmp_path, text)
+    assert _error(path=f).startswith(f"{f}: {path}"), _error(path=f)
+
+
+def test_trailing_newline_in_a_flag_is_refused() -> None:
+    assert _error(path=None, namespaces=["prod\n"]).startswith(
+        "--namespace: 'prod\\n' is not a valid namespace name"
+    )
+
+
+def test_render_refuses_an_invalid_namespace_too() -> None:
+    from netiso.bundle import render_bundle
+
+    with pytest.raises(UsageError, match="not a valid namespace name"):
+        render_bundle(load_values(None), ["prod\n"])
+
+
+# --- YAML nesting ----------------------------------------------------------------------------
+
+
+def test_deeply_nested_yaml_is_a_usage_error(tmp_path: Path) -> None:
+    f = values_file(tmp_path, "x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert _error(path=f) == (
+        f"{f}: invalid YAML: nesting too deep; allowed: a values file nested a few levels deep"
+    )
+
+
+# --- port names (IANA service names) and NodeLocal addresses ----------------------------------
+
+
+@pytest.mark.parametrize("name", ["http", "web-http", "h2c", "a", "x-1-2", "abcdefghijklmno"])
+def test_valid_port_names(tmp_path: Path, name: str) -> None:
+    f = values_file(tmp_path, f"appPorts: [{{podSelector: {{app: w}}, ports: [{name}]}}]\n")
+    assert load_values(f).app_ports[0].ports == (PortSpec(name),)
+
+
+@pytest.mark.parametrize(
+    "name", ["web--http", "-http", "http-", "123", "abcdefghijklmnop", "Http", "h_t", "h.t", "-"]
+)
+def test_invalid_port_names(tmp_path: Path, name: str) -> None:
+    f = values_file(tmp_path, f"appPorts: [{{podSelector: {{app: w}}, ports: ['{name}']}}]\n")
+    if name == "123":  # all digits: a port number, and a valid one
+        assert load_values(f).app_ports[0].ports == (PortSpec(123),)
+        return
+    assert _error(path=f) == (
+        f"{f}: appPorts[0].ports[0]: {name!r} is not a valid port; allowed: {PORT_ALLOWED}"
+    )
+
+
+PORT_ALLOWED = (
+    "1-65535, or a named port (1-15 chars of a-z, 0-9 and '-', at least one letter, "
+    "no leading, trailing or double '-')"
+)
+
+
+def test_scoped_ipv6_node_local_is_refused(tmp_path: Path) -> None:
+    f = values_file(tmp_path, 'dns: {nodeLocal: ["fe80::1%eth0"]}\n')
+    assert _error(path=f) == (
+        f"{f}: dns.nodeLocal[0]: 'fe80::1%eth0' has a scope (%eth0), which a NetworkPolicy "
+        "ipBlock cannot express; allowed: an IP address without a scope, e.g. 169.254.20.10"
+    )
+
+
+def test_scoped_ipv6_metadata_cidr_is_refused(tmp_path: Path) -> None:
+    f = values_file(tmp_path, 'metadata: {deny: ["fe80::1%eth0/128"]}\n')
+    assert "has a scope (%eth0)" in _error(path=f)
+
+
+# --- appPorts names --------------------------------------------------------------------------
+
+
+def test_null_app_name_means_the_default(tmp_path: Path) -> None:
+    f = values_file(tmp_path, "appPorts: [{podSelector: {app: web}, ports: [80], name: null}]\n")
+    assert load_values(f).app_ports[0].name == "web"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [("true", "true"), ("8080", "8080")])
+def test_app_name_must_be_a_string(tmp_path: Path, raw: str, shown: str) -> None:
+    f = values_file(
+        tmp_path, f"appPorts: [{{podSelector: {{app: w}}, ports: [80], name: {raw}}}]\n"
+    )
+    assert _error(path=f) == (
+        f"{f}: appPorts[0].name: {shown} is not a string (quote it); "
+        "allowed: lowercase letters, digits and '-', <= 46 chars (set name: explicitly)"
+    )
+
+
+# --- keys that cannot be shown as a path ------------------------------------------------------
+
+
+def test_empty_label_key_names_the_selector(tmp_path: Path) -> None:
+    f = values_file(tmp_path, "appPorts: [{podSelector: {'': web}, ports: [80]}]\n")
+    line = _error(path=f)
+    assert line.startswith(f"{f}: appPorts[0].podSelector: empty label key; allowed: ")
+    assert "podSelector.:" not in line
+
+
+def test_empty_unknown_key_names_its_parent(tmp_path: Path) -> None:
+    f = values_file(tmp_path, "namespaces: {'': 1}\n")
+    assert _error(path=f).startswith(f"{f}: namespaces: unknown key ''; allowed: include, ")
