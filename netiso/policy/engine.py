@@ -61,6 +61,10 @@ NOTE_NODE_LOCAL = (
     "non-portable: traffic from the destination pod's own node; the spec always allows it into "
     "an ingress-isolated pod, some plugins still filter it"
 )
+NOTE_NODE_LOCAL_EGRESS = (
+    "non-portable: traffic to the source pod's own node; the spec always allows it out of an "
+    "egress-isolated pod, some plugins still filter it"
+)
 NOTE_SELF = (
     "non-portable: a pod connecting to itself; always allowed (the spec: a pod cannot block "
     "access to itself), but through its own pod IP the packets may hairpin and some plugins "
@@ -154,6 +158,20 @@ class Verdict:
 
 # --- the indexed cluster -----------------------------------------------------------------
 
+def _node_keys(pod: Pod) -> list[tuple[str, str]]:
+    keys = []
+    if pod.node_name:
+        keys.append(("name", pod.node_name))
+    if pod.host_ip:
+        keys.append(("ip", pod.host_ip))
+    return keys
+
+
+def same_node(a: Pod, b: Pod) -> bool:
+    """Same node name, or same hostIP (the node's address)."""
+    return bool(set(_node_keys(a)) & set(_node_keys(b)))
+
+
 @dataclass(frozen=True)
 class _CompiledRule:
     index: int
@@ -217,6 +235,11 @@ class Cluster:
         for i, pod in enumerate(self.pods):
             if pod.host_network:
                 self._host_network |= 1 << i
+        # Pods per node, by name and by hostIP: a file may give only one of the two.
+        self._node_groups: dict[tuple[str, str], int] = {}
+        for i, pod in enumerate(self.pods):
+            for node in _node_keys(pod):
+                self._node_groups[node] = self._node_groups.get(node, 0) | 1 << i
 
         # Sorted (ip, pod) per family: an ipBlock becomes two bisects, not a scan of all pods.
         ip_rows: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
@@ -285,6 +308,10 @@ class Cluster:
                 return PodEndpoint(owners[0], self.pods[owners[0]].key)
             return ExternalEndpoint(ip)
         return PodEndpoint(self.pod_index(raw), raw)
+
+    def on_node(self, pod: int) -> int:
+        """The pods on the same node as ``pod`` (itself included; 0 if its node is unknown)."""
+        return self._or(self._node_groups[k] for k in _node_keys(self.pods[pod]))
 
     def policies_selecting(self, pod: int, direction: Direction) -> tuple[str, ...]:
         bit = 1 << pod
@@ -533,22 +560,23 @@ class Engine:
             return SideVerdict(direction, True, True, keys, tuple(matches), "allowed by a rule")
         if isinstance(other, PodEndpoint) and other.index == me.index:
             return SideVerdict(direction, True, True, keys, (), REASON_SELF)
-        if direction is Direction.INGRESS and self._from_own_node(other, me):
-            notes.append(NOTE_NODE_LOCAL)
-            return SideVerdict(direction, True, True, keys, (),
-                               "from the pod's own node (always allowed by the spec)")
         word = "from" if direction is Direction.INGRESS else "to"
+        if self._own_node(me, other):
+            notes.append(NOTE_NODE_LOCAL if direction is Direction.INGRESS
+                         else NOTE_NODE_LOCAL_EGRESS)
+            return SideVerdict(direction, True, True, keys, (),
+                               f"{word} the pod's own node (always allowed by the spec)")
         return SideVerdict(direction, False, True, keys, (),
                            f"no {direction.value.lower()} rule of these policies admits "
                            f"{word} {other} on {protocol}/{port}")
 
-    def _from_own_node(self, src: Endpoint, dst: PodEndpoint) -> bool:
-        pod = self.cluster.pods[dst.index]
-        if isinstance(src, ExternalEndpoint):
-            return pod.host_ip is not None and str(src.ip) == pod.host_ip
-        other = self.cluster.pods[src.index]
-        return other.host_network and other.node_name is not None \
-            and other.node_name == pod.node_name
+    def _own_node(self, me: PodEndpoint, other: Endpoint) -> bool:
+        """Is ``other`` the node ``me`` runs on: its hostIP, or a hostNetwork pod on it?"""
+        pod = self.cluster.pods[me.index]
+        if isinstance(other, ExternalEndpoint):
+            return pod.host_ip is not None and str(other.ip) == pod.host_ip
+        peer = self.cluster.pods[other.index]
+        return peer.host_network and same_node(peer, pod)
 
     def evaluate(self, flow: Flow) -> Verdict:
         port, protocol = self._resolve_port(flow)
@@ -592,16 +620,6 @@ class Engine:
                 if targets and r.pods:
                     grants[targets] = grants.get(targets, 0) | r.pods
         self._spread(grants, ingress)
-        # The spec always admits traffic from the pod's node: hostNetwork pods on that node.
-        if c._host_network:
-            by_node: dict[str, int] = {}
-            for i in bit_indices(c._host_network):
-                node = c.pods[i].node_name
-                if node:
-                    by_node[node] = by_node.get(node, 0) | 1 << i
-            for d, pod in enumerate(c.pods):
-                if pod.node_name in by_node:
-                    ingress[d] |= by_node[pod.node_name]
 
         # Egress, transposed: each reachable destination receives the selected sources.
         iso_out = c.isolated[Direction.EGRESS]
@@ -620,6 +638,14 @@ class Engine:
         # "A pod cannot block access to itself": no rule is involved, so neither side can say no.
         ingress = [row | 1 << d for d, row in enumerate(ingress)]
         egress = [row | 1 << d for d, row in enumerate(egress)]
+        # Traffic to and from a pod's own node is always allowed; inside the pod matrix the node
+        # is its hostNetwork pods: they pass any pod's ingress on their node, and any pod on
+        # their node passes its egress to them.
+        for h in bit_indices(c._host_network):
+            ingress_of_h = c.on_node(h)
+            for d in bit_indices(ingress_of_h):
+                ingress[d] |= 1 << h
+            egress[h] |= ingress_of_h
         allowed = [a & b for a, b in zip(ingress, egress, strict=True)]
         return Matrix(port, proto, c.pods, allowed, ingress, egress)
 

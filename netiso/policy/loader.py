@@ -198,6 +198,12 @@ def _pod(obj: Mapping[str, Any]) -> Pod:
         except ValueError:
             raise _Bad(f"status.podIP {ip!r} is not an IP address") from None
     host_ip = status.get("hostIP")
+    if isinstance(host_ip, str):
+        try:
+            # Canonical text: node identity is compared by hostIP, and IPv6 has many spellings.
+            host_ip = str(ipaddress.ip_address(host_ip))
+        except ValueError:
+            raise _Bad(f"status.hostIP {host_ip!r} is not an IP address") from None
     return Pod(
         namespace=ns,
         name=name,

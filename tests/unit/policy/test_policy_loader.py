@@ -127,3 +127,12 @@ def test_unparseable_text_names_the_file_and_line() -> None:
         parse_documents("a: b\n  c: [\n", "broken.yaml")
     with pytest.raises(PolicyInputError, match="document 1 is not an object"):
         parse_documents("- 1\n- 2\n", "list.yaml")
+
+
+def test_host_ip_is_canonical_and_checked() -> None:
+    """hostIP names the pod's node ("traffic to and from the node where a Pod is running"), so
+    it is compared as an address, whatever its spelling; a non-address is bad input."""
+    p = pod("n/p", "fd00::5", host_ip="FD00:0:0::1")
+    assert load_objects([p]).pods[0].host_ip == "fd00::1"
+    with pytest.raises(PolicyInputError, match=r"f.yaml: Pod n/p: status.hostIP 'node-1'"):
+        load_objects([pod("n/p", host_ip="node-1")], "f.yaml")

@@ -428,3 +428,41 @@ def test_a_pod_cannot_block_access_to_itself() -> None:
     m = eng.matrix(8080)
     assert all(m.allowed(i, i) and m.ingress_allows(i, i) and m.egress_allows(i, i)
                for i in range(len(eng.cluster.pods)))
+
+
+NODE_WORLD = [
+    ns("prod"), ns("kube-system"),
+    pod("prod/db", "10.0.1.2", node="n1", host_ip="192.168.0.1", app="db"),
+    pod("prod/api", "10.0.1.3", node="n2", host_ip="192.168.0.2", app="api"),
+    pod("kube-system/agent", "192.168.0.1", host_network=True, node="n1",
+        host_ip="192.168.0.1"),
+    pod("kube-system/agent2", "192.168.0.2", host_network=True, node="n2",
+        host_ip="192.168.0.2"),
+]
+
+
+def test_traffic_to_and_from_the_pods_own_node_is_always_allowed() -> None:
+    """"IP blocks (exception: traffic to and from the node where a Pod is running is always
+    allowed, regardless of the IP address of the Pod or the node)" — both directions: egress
+    to the node (its hostIP, or a hostNetwork pod on it) as well as ingress from it."""
+    rows: list[Row] = [
+        # egress of an egress-isolated pod
+        ("prod/db", "ip:192.168.0.1", 10250, None, True),     # its node, by IP
+        ("prod/db", "kube-system/agent", 10250, None, True),  # hostNetwork pod on its node
+        ("prod/db", "ip:192.168.0.2", 10250, None, False),    # another node
+        ("prod/db", "kube-system/agent2", 10250, None, False),
+        ("prod/api", "kube-system/agent2", 53, "UDP", True),
+        ("prod/db", "prod/api", 80, None, False),
+        # ingress of an ingress-isolated pod
+        ("ip:192.168.0.1", "prod/db", 5432, None, True),
+        ("kube-system/agent", "prod/db", 5432, None, True),
+        ("kube-system/agent2", "prod/db", 5432, None, False),
+        ("ip:192.168.0.2", "prod/db", 5432, None, False),
+    ]
+    run_table([deny_all("prod", "Ingress", "Egress")], rows, NODE_WORLD)
+    eng = engine(*NODE_WORLD, deny_all("prod", "Ingress", "Egress"))
+    v = eng.check("prod/db", "ip:192.168.0.1", 10250)
+    assert v.egress.isolated and "own node" in v.egress.reason
+    assert any("own node" in n and "non-portable" in n for n in v.notes)
+    v = eng.check("prod/db", "kube-system/agent", 10250)
+    assert any("own node" in n for n in v.notes)
