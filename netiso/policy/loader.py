@@ -3,8 +3,9 @@
 The loader is where "what the API server would have done" happens: policyTypes defaulting
 ([Ingress], plus Egress only when the egress list is non-empty), protocol TCP, the
 ``kubernetes.io/metadata.name`` namespace label, and the validations that make an object
-unstorable (a peer with nothing in it, an ipBlock beside a selector, an ``except`` outside its
-``cidr``, ``endPort`` on a named port, a bad selector operator). Such objects are bad input: one
+unstorable (a field the API does not define, a peer with nothing in it, an ipBlock beside a
+selector, an ``except`` outside its ``cidr``, ``endPort`` on a named port, a bad selector
+operator). Such objects are bad input: one
 line naming the source and the object, never a guess. Kinds the evaluator does not need are
 skipped and reported through ``LoadedObjects.skipped`` so the caller can say so on stderr.
 
@@ -140,6 +141,14 @@ def _labels(value: Any, where: str) -> dict[str, str]:
     return out
 
 
+def _known_fields(value: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    """Refuse fields the API does not define, as the API server's strict validation does: a
+    typo here would otherwise load as a different policy (`ingres:` as deny-all)."""
+    unknown = [k for k in value if k not in allowed]
+    if unknown:
+        raise _Bad(f"{where}: unknown field {str(unknown[0])!r}; allowed: {', '.join(allowed)}")
+
+
 def _namespace(obj: Mapping[str, Any]) -> Namespace:
     meta = obj.get("metadata")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
@@ -221,9 +230,7 @@ def _selector(value: Any, where: str) -> LabelSelector:
         return LabelSelector()
     if not isinstance(value, dict):
         raise _Bad(f"{where} is not a map")
-    unknown = set(value) - {"matchLabels", "matchExpressions"}
-    if unknown:
-        raise _Bad(f"{where}: unknown field {sorted(unknown)[0]!r}")
+    _known_fields(value, ("matchLabels", "matchExpressions"), where)
     exprs: list[Requirement] = []
     for i, expr in enumerate(value.get("matchExpressions") or []):
         ew = f"{where}.matchExpressions[{i}]"
@@ -258,6 +265,7 @@ def _cidr(value: Any, where: str) -> IPNetwork:
 def _peer(value: Any, where: str) -> Peer:
     if not isinstance(value, dict):
         raise _Bad(f"{where} is not a map")
+    _known_fields(value, ("podSelector", "namespaceSelector", "ipBlock"), where)
     has_pod = "podSelector" in value and value["podSelector"] is not None
     has_ns = "namespaceSelector" in value and value["namespaceSelector"] is not None
     block = value.get("ipBlock")
@@ -266,6 +274,7 @@ def _peer(value: Any, where: str) -> Peer:
             raise _Bad(f"{where}: ipBlock cannot be combined with a selector in one peer")
         if not isinstance(block, dict):
             raise _Bad(f"{where}.ipBlock is not a map")
+        _known_fields(block, ("cidr", "except"), f"{where}.ipBlock")
         cidr = _cidr(block.get("cidr"), f"{where}.ipBlock.cidr")
         excepts = []
         for i, ex in enumerate(block.get("except") or []):
@@ -286,6 +295,7 @@ def _peer(value: Any, where: str) -> Peer:
 def _port_match(value: Any, where: str) -> PortMatch:
     if not isinstance(value, dict):
         raise _Bad(f"{where} is not a map")
+    _known_fields(value, ("protocol", "port", "endPort"), where)
     protocol = _protocol(value.get("protocol"), where)
     port = value.get("port")
     end = value.get("endPort")
@@ -315,6 +325,7 @@ def _rules(value: Any, where: str, peers_key: str) -> tuple[Rule, ...]:
         rule = {} if item is None else item
         if not isinstance(rule, dict):
             raise _Bad(f"{rw} is not a map")
+        _known_fields(rule, (peers_key, "ports"), rw)
         peers = rule.get(peers_key) or []
         ports = rule.get("ports") or []
         if not isinstance(peers, list) or not isinstance(ports, list):
@@ -331,6 +342,7 @@ def _policy(obj: Mapping[str, Any]) -> NetworkPolicy:
     spec = obj.get("spec")
     if not isinstance(spec, dict):
         raise _Bad("spec missing")
+    _known_fields(spec, ("podSelector", "policyTypes", "ingress", "egress"), "spec")
     ingress = _rules(spec.get("ingress"), "spec.ingress", "from")
     egress = _rules(spec.get("egress"), "spec.egress", "to")
     raw_types = spec.get("policyTypes")

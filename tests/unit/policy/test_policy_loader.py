@@ -136,3 +136,37 @@ def test_host_ip_is_canonical_and_checked() -> None:
     assert load_objects([p]).pods[0].host_ip == "fd00::1"
     with pytest.raises(PolicyInputError, match=r"f.yaml: Pod n/p: status.hostIP 'node-1'"):
         load_objects([pod("n/p", host_ip="node-1")], "f.yaml")
+
+
+UNKNOWN = [
+    ("to in an ingress rule", {"podSelector": {}, "ingress": [{"to": [{"podSelector": {}}]}]},
+     "spec.ingress[0]: unknown field 'to'; allowed: from, ports"),
+    ("from in an egress rule", {"podSelector": {}, "egress": [{"from": [{"podSelector": {}}]}]},
+     "spec.egress[0]: unknown field 'from'; allowed: to, ports"),
+    ("misspelled ingress", {"podSelector": {}, "ingres": [{}]},
+     "spec: unknown field 'ingres'; allowed: podSelector, policyTypes, ingress, egress"),
+    ("misspelled peer selector", {"podSelector": {}, "ingress": [{"from": [
+        {"podSelector": {}, "namspaceSelector": {}}]}]},
+     "spec.ingress[0].from[0]: unknown field 'namspaceSelector'; allowed: podSelector, "
+     "namespaceSelector, ipBlock"),
+    ("misspelled except", {"podSelector": {}, "egress": [{"to": [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "excepts": ["10.0.0.0/8"]}}]}]},
+     "spec.egress[0].to[0].ipBlock: unknown field 'excepts'; allowed: cidr, except"),
+    ("misspelled endPort", {"podSelector": {}, "ingress": [{"ports": [
+        {"port": 80, "endport": 90}]}]},
+     "spec.ingress[0].ports[0]: unknown field 'endport'; allowed: protocol, port, endPort"),
+    ("misspelled matchLabels", {"podSelector": {"matchLabel": {"a": "b"}}},
+     "spec.podSelector: unknown field 'matchLabel'; allowed: matchLabels, matchExpressions"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), [(s, m) for _, s, m in UNKNOWN],
+                         ids=[i for i, _, _ in UNKNOWN])
+def test_unknown_fields_are_bad_input(spec: dict[str, object], message: str) -> None:
+    """The API server refuses unknown fields (kubectl's default field validation is Strict:
+    `strict decoding error: unknown field "spec.ingres"`), so a typo must never load as another
+    policy: `ingress: [{to: ...}]` would read as "allow from everyone", `ingres:` as deny-all.
+    "2 for bad input, one line naming the file and the object"."""
+    with pytest.raises(PolicyInputError) as info:
+        load_objects([netpol("team/bad", spec)], "policies.yaml")
+    assert info.value.one_line() == f"policies.yaml: NetworkPolicy team/bad: {message}"

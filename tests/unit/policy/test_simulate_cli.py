@@ -118,6 +118,13 @@ def test_bad_file_exits_2_naming_file_and_object(capsys: pytest.CaptureFixture[s
     code, _, err = run(capsys, "simulate", str(bad))
     assert code == 2
     assert f"{bad}: NetworkPolicy team/broken: spec.ingress[0].from[0].ipBlock.cidr" in err
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(netpol("team/typo", {"podSelector": {}, "ingres": [{}]})))
+    code, out, err = run(capsys, "simulate", str(typo))
+    assert code == 2 and out == ""
+    assert err.strip().splitlines()[-1] == (
+        f"netiso: error: {typo}: NetworkPolicy team/typo: spec: unknown field 'ingres'; "
+        "allowed: podSelector, policyTypes, ingress, egress")
     garbage = tmp_path / "garbage.yaml"
     garbage.write_text("kind: [unclosed\n")
     code, _, err = run(capsys, "simulate", str(garbage))
