@@ -15,8 +15,9 @@ Design decisions:
   deny also allows every pod and DNS explicitly, because on Cilium-based dataplanes ``ipBlock``
   does not match pod IPs. On EKS the Pod Identity agent (169.254.170.23) stays reachable even
   under default-deny egress. On GKE the deny is not reliable (the node redirects metadata
-  traffic before policy is evaluated): the object carries a warning annotation and
-  :func:`bundle_warnings` says it on stderr.
+  traffic before policy is evaluated): the egress policy, whichever of the two is rendered,
+  carries a warning annotation and :func:`bundle_warnings` says it on stderr. Also on GKE the
+  DNS allowance includes 169.254.169.254 on port 53, where Cloud DNS answers pods.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import Any
 
 from netiso.config import (
     EKS_POD_IDENTITY,
+    GKE_CLOUD_DNS,
     NAMESPACE_NAME_LABEL,
     AppPorts,
     PolicyKey,
@@ -82,6 +84,10 @@ def _dns_rule(values: Values) -> dict[str, Any]:
         if ":" in address and not values.ipv6:
             continue
         peers.append({"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}})
+    if values.provider is Provider.GKE:
+        # Cloud DNS is served from the metadata address; only port 53 is opened there, the
+        # metadata deny's `except` still covers every other port.
+        peers.append({"ipBlock": {"cidr": GKE_CLOUD_DNS}})
     return {
         "to": peers,
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
@@ -216,21 +222,29 @@ def _policies_for(values: Values, namespace: str) -> list[dict[str, Any]]:
             )
         )
 
+    # Either egress policy is meant to keep pods off the metadata server, and on GKE neither can.
+    gke_warning = (
+        {WARNING_ANNOTATION: GKE_METADATA_WARNING} if values.provider is Provider.GKE else {}
+    )
     if deny_egress:
         rules = [_dns_rule(values)]
         if values.provider is Provider.EKS:
             rules.append(_pod_identity_rule(values))
-        out.append(_object(PolicyKey.DEFAULT_DENY_EGRESS, namespace, {"egress": rules}))
-    elif values.enabled(PolicyKey.DENY_METADATA_EGRESS):
-        annotations = (
-            {WARNING_ANNOTATION: GKE_METADATA_WARNING} if values.provider is Provider.GKE else {}
+        out.append(
+            _object(
+                PolicyKey.DEFAULT_DENY_EGRESS,
+                namespace,
+                {"egress": rules},
+                annotations=gke_warning,
+            )
         )
+    elif values.enabled(PolicyKey.DENY_METADATA_EGRESS):
         out.append(
             _object(
                 PolicyKey.DENY_METADATA_EGRESS,
                 namespace,
                 {"egress": _metadata_egress(values)},
-                annotations=annotations,
+                annotations=gke_warning,
             )
         )
     return out
@@ -250,13 +264,17 @@ def render_bundle(values: Values, namespaces: Sequence[str]) -> list[dict[str, A
 def bundle_warnings(values: Values) -> list[str]:
     """What the rendered bundle cannot promise on this provider (said on stderr by commands)."""
     warnings: list[str] = []
-    if (
-        values.provider is Provider.GKE
-        and values.enabled(PolicyKey.DENY_METADATA_EGRESS)
-        and not values.enabled(PolicyKey.DEFAULT_DENY_EGRESS)
-    ):
-        name = f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value}"
-        warnings.append(f"{name}: {GKE_METADATA_WARNING}")
+    if values.provider is not Provider.GKE:
+        return warnings
+    # The policy that is meant to keep pods off the metadata server, if any is rendered.
+    if values.enabled(PolicyKey.DEFAULT_DENY_EGRESS):
+        key: PolicyKey | None = PolicyKey.DEFAULT_DENY_EGRESS
+    elif values.enabled(PolicyKey.DENY_METADATA_EGRESS):
+        key = PolicyKey.DENY_METADATA_EGRESS
+    else:
+        key = None
+    if key is not None:
+        warnings.append(f"{NAME_PREFIX}{key.value}: {GKE_METADATA_WARNING}")
     return warnings
 
 
@@ -266,10 +284,18 @@ def bundle_notes(values: Values) -> list[str]:
     if values.enabled(PolicyKey.DEFAULT_DENY_EGRESS) and values.enabled(
         PolicyKey.DENY_METADATA_EGRESS
     ):
-        notes.append(
-            "default-deny egress is on: it already blocks the metadata endpoints, so "
-            f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value} is not rendered"
-        )
+        metadata = f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value}"
+        if values.provider is Provider.GKE:
+            notes.append(
+                f"default-deny egress is on and replaces {metadata}, which is not rendered; on "
+                "GKE metadata traffic is redirected before NetworkPolicy is evaluated, so neither "
+                "policy keeps pods off the metadata server (see the warning)"
+            )
+        else:
+            notes.append(
+                "default-deny egress is on: it also denies the metadata endpoints, so "
+                f"{metadata} is not rendered"
+            )
     return notes
 
 

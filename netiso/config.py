@@ -68,6 +68,10 @@ EKS_POD_IDENTITY = ("169.254.170.23/32", "fd00:ec2::23/128")
 #: NodeLocal DNSCache's conventional link-local listen address.
 NODE_LOCAL_DNS = "169.254.20.10"
 
+#: GKE with Cloud DNS: pods' resolv.conf names the metadata server's address, which answers DNS
+#: on port 53 (the credentials are on port 80). Without it, DNS breaks on Dataplane V2.
+GKE_CLOUD_DNS = "169.254.169.254/32"
+
 
 @dataclass(frozen=True)
 class ProviderDefaults:

@@ -72,3 +72,14 @@ def test_eks_pod_identity_and_ipv6_imds() -> None:
     assert engine.check("production/api", "ip:169.254.170.23", 80).allowed
     assert not engine.check("production/api", "ip:fd00:ec2::254", 80).allowed
     assert engine.check("production/api", "ip:2001:db8::1", 443).allowed
+
+
+@pytest.mark.parametrize("provider", ["generic", "eks", "gke", "aks"])
+def test_gke_cloud_dns_by_the_evaluator(provider: str) -> None:
+    """On GKE, 169.254.169.254:53 is Cloud DNS and stays open; port 80 is denied by policy."""
+    bundle = render_bundle(load_values(None, provider=provider), ["production"])
+    engine = Engine(Cluster.from_objects([*WORLD, *bundle]))
+    for proto in ("UDP", "TCP"):
+        dns = engine.check("production/api", "ip:169.254.169.254", 53, proto)
+        assert dns.allowed is (provider == "gke"), (provider, proto)
+    assert not engine.check("production/api", "ip:169.254.169.254", 80).allowed

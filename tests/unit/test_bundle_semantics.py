@@ -21,6 +21,8 @@ from netiso.bundle import (
     MANAGED_BY_LABEL,
     POLICY_LABEL,
     WARNING_ANNOTATION,
+    bundle_notes,
+    bundle_warnings,
     render_bundle,
 )
 from netiso.config import Values, load_values
@@ -225,6 +227,57 @@ def test_gke_metadata_policy_carries_the_warning() -> None:
     for provider in ("generic", "eks", "aks"):
         for o in _bundle(provider):
             assert WARNING_ANNOTATION not in o["metadata"].get("annotations", {})
+
+
+@pytest.mark.parametrize("deny_egress", [False, True])
+@pytest.mark.parametrize("dataplane_ipblock_matches_pods", [True, False])
+def test_gke_cloud_dns_at_the_metadata_address(
+    tmp_path: Any, deny_egress: bool, dataplane_ipblock_matches_pods: bool
+) -> None:
+    """GKE with Cloud DNS: resolv.conf says 169.254.169.254, so port 53 there is DNS."""
+    f = tmp_path / "v.yaml"
+    f.write_text(f"policies: {{defaultDenyEgress: {str(deny_egress).lower()}}}\n")
+    ipm = dataplane_ipblock_matches_pods
+    for provider in ("gke", "generic", "eks", "aks"):
+        objs = render_bundle(
+            load_values(f, provider=provider, namespaces=["production"]), ["production"]
+        )
+        gke = provider == "gke"
+        assert allowed(objs, API, METADATA, 53, "UDP", ipblock_matches_pods=ipm) is gke, provider
+        assert allowed(objs, API, METADATA, 53, "TCP", ipblock_matches_pods=ipm) is gke, provider
+        # The credential path stays denied by policy (GKE's redirect is what the warning is for).
+        assert not allowed(objs, API, METADATA, 80, ipblock_matches_pods=ipm), provider
+        assert not allowed(objs, API, METADATA, 8080, "UDP", ipblock_matches_pods=ipm), provider
+        # DNS through kube-dns still works everywhere.
+        assert allowed(objs, API, KUBE_DNS, 53, "UDP", ipblock_matches_pods=ipm), provider
+
+
+def test_gke_default_deny_egress_keeps_the_warning(tmp_path: Any) -> None:
+    """Default-deny egress does not block GKE's metadata server either: warn, do not claim it."""
+    f = tmp_path / "v.yaml"
+    f.write_text("policies: {defaultDenyEgress: true}\n")
+    vals = load_values(f, provider="gke", namespaces=["production"])
+    warnings = bundle_warnings(vals)
+    assert len(warnings) == 1
+    assert warnings[0].startswith("netiso-default-deny-egress: ")
+    assert "Workload Identity" in warnings[0]
+    notes = bundle_notes(vals)
+    assert notes and not any("blocks the metadata" in n for n in notes)
+    assert any("redirected" in n for n in notes)
+    deny = next(
+        o
+        for o in render_bundle(vals, ["production"])
+        if o["metadata"]["name"] == "netiso-default-deny-egress"
+    )
+    assert "Workload Identity" in deny["metadata"]["annotations"][WARNING_ANNOTATION]
+    # Elsewhere default-deny egress does deny the metadata endpoints, and says so; no warning.
+    generic = load_values(f, provider="generic", namespaces=["production"])
+    assert bundle_warnings(generic) == []
+    assert any("denies the metadata endpoints" in n for n in bundle_notes(generic))
+    # Without default-deny egress the GKE warning names the metadata deny.
+    plain = load_values(None, provider="gke", namespaces=["production"])
+    assert [w.split(":")[0] for w in bundle_warnings(plain)] == ["netiso-deny-metadata-egress"]
+    assert bundle_notes(plain) == []
 
 
 def test_allow_from_namespaces(tmp_path: Any) -> None:
