@@ -154,6 +154,9 @@ def _expect(value: Any, where: str) -> str | None:
     return text
 
 
+FLOW_FIELDS = ("from", "to", "port", "protocol", "expect")
+
+
 def flows_from_file(engine: Engine, path: Path) -> list[FlowResult]:
     from netiso.policy import PolicyInputError, parse_documents
 
@@ -165,6 +168,11 @@ def flows_from_file(engine: Engine, path: Path) -> list[FlowResult]:
         where = f"{path}: flows[{i}]"
         if not isinstance(item, dict):
             raise PolicyInputError(f"{where} is not a map")
+        # A misspelt key (`expcet: allow`) would silently drop the assertion a CI gate relies on.
+        unknown = [k for k in item if k not in FLOW_FIELDS]
+        if unknown:
+            raise PolicyInputError(f"{where}: unknown field {str(unknown[0])!r}; "
+                                   f"allowed: {', '.join(FLOW_FIELDS)}")
         missing = [k for k in ("from", "to", "port") if item.get(k) in (None, "")]
         if missing:
             raise PolicyInputError(f"{where}: missing {', '.join(missing)}")
@@ -285,7 +293,8 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
     elif src is not None and dst is not None:
         results = single_flows(engine, src, dst, port, protocol)
 
-    if results:
+    # Asked flows (even none: `flows: []`) are answered as such; only no question is the matrix.
+    if flows is not None or src is not None:
         rows = [r.to_json() for r in results]
         totals = summary(rows)
         doc: dict[str, Any] = {"flows": rows, "summary": totals}

@@ -172,3 +172,34 @@ def test_matrix_over_declared_ports(capsys: pytest.CaptureFixture[str],
     lines = out.splitlines()
     assert "TCP/5432: rows = from, columns = to ('.' allowed, 'X' denied)" in lines
     assert "dev/tool  X" in lines and "dev/tool  ." in lines
+
+
+def test_empty_flows_file_evaluates_no_flows(capsys: pytest.CaptureFixture[str],
+                                             cluster_file: Path, tmp_path: Path) -> None:
+    """"for the flows in a file, for one flow, or (with neither) for the whole pod x pod
+    matrix": a flows file with no flows is zero flows, not the matrix."""
+    flows = write_flows(tmp_path, [])
+    code, out, err = run(capsys, "-o", "json", "simulate", str(cluster_file), "--flows",
+                         str(flows))
+    assert code == 0, err
+    assert json.loads(out) == {"flows": [], "summary": {"total": 0, "allowed": 0, "denied": 0,
+                                                        "mismatches": 0}}
+    code, out, _ = run(capsys, "--no-color", "simulate", str(cluster_file), "--flows", str(flows))
+    assert code == 0 and out.splitlines() == ["0 flows: 0 allowed, 0 denied, 0 mismatches"]
+
+
+@pytest.mark.parametrize("flow", [
+    {"from": "dev/tool", "to": "prod/db", "port": 5432, "expcet": "allow"},
+    {"from": "dev/tool", "to": "prod/db", "port": 5432, "expect": "deny", "proto": "UDP"},
+])
+def test_unknown_flow_fields_exit_2(capsys: pytest.CaptureFixture[str], cluster_file: Path,
+                                    tmp_path: Path, flow: dict[str, Any]) -> None:
+    """"FLOWS: {flows: [{from, to, port, protocol?, expect?: allow|deny}]}" — nothing else: a
+    misspelt `expect` would silently drop a CI assertion. Exit 2 naming the file and the flow."""
+    flows = write_flows(tmp_path, [{"from": "dev/tool", "to": "prod/web", "port": 8080}, flow])
+    code, out, err = run(capsys, "simulate", str(cluster_file), "--flows", str(flows))
+    assert code == 2 and out == ""
+    bad = next(k for k in flow if k not in ("from", "to", "port", "protocol", "expect"))
+    assert err.strip().splitlines()[-1] == (
+        f"netiso: error: {flows}: flows[1]: unknown field {bad!r}; "
+        "allowed: from, to, port, protocol, expect")
