@@ -2,11 +2,12 @@
 
 Design decisions:
 
-* **Connection.** Kubeconfig files follow kubectl's rules, not the Python client's: ``--kubeconfig``
-  or ``$KUBECONFIG`` may be a ``:``-separated list, missing entries are skipped, the first file
-  that defines a cluster/user/context name wins, and the *first* file that sets
-  ``current-context`` wins (the client's merger lets the last one win). Relative paths are
-  resolved against the file that holds them. The client's own loader does the rest, which is
+* **Connection.** Kubeconfig files follow kubectl's rules, not the Python client's:
+  ``--kubeconfig`` names exactly one file (a ``:`` in it is part of the path), ``$KUBECONFIG``
+  is a ``:``-separated list whose missing and empty entries are skipped, the first file that
+  defines a cluster/user/context name wins, and the *first* file that sets ``current-context``
+  wins (the client's merger lets the last one win). Relative paths are resolved against the
+  file that holds them. The client's own loader does the rest, which is
   why exec credential plugins (``aws eks get-token``, ``gke-gcloud-auth-plugin``, ``kubelogin``)
   keep working, including their token refresh. With no kubeconfig at all and the pod environment
   present, netiso uses the in-cluster ServiceAccount.
@@ -19,7 +20,9 @@ Design decisions:
   JSON. Dry runs are the same request with ``dryRun=All``, so the API server (admission,
   defaulting, field ownership) decides what would change, not a client-side guess.
 * **Errors.** Every failure leaves this module as a netiso error naming what was refused:
-  401/403 say the verb, resource and namespace; a 404 for a whole resource type names the
+  401 and an RBAC 403 say the verb, resource and namespace; any other 403 (a quota, an
+  admission webhook or policy, a namespace being deleted) keeps the server's own words, since
+  binding a role would not fix it; a 404 for a whole resource type names the
   component that should have installed its CRD; a 409 apply conflict names the other field
   manager and fields; an unreachable server names its URL. Nothing above sees an SDK exception.
 * **Concurrency.** One ``Kube`` is shared by worker threads: urllib3's pool manager is
@@ -188,7 +191,7 @@ class Unauthorized(KubeError):
 
 
 class Forbidden(KubeError):
-    """403: RBAC refused a verb on a resource."""
+    """403 from the authorizer: RBAC refused a verb on a resource."""
 
     def __init__(self, message: str, *, verb: str, resource: str, namespace: str | None,
                  user: str | None, hint: str | None = None) -> None:
@@ -197,6 +200,11 @@ class Forbidden(KubeError):
         self.resource = resource
         self.namespace = namespace
         self.user = user
+
+
+class Denied(KubeError):
+    """403 from anything but the authorizer: admission (a quota, a webhook, a policy) or a
+    namespace being deleted. The server's message is the only useful explanation."""
 
 
 class NotFound(KubeError):
@@ -243,6 +251,10 @@ class Request:
 
 
 _USER_RE = re.compile(r'User "([^"]+)"')
+# Only the authorizer words a refusal as `User "…" cannot <verb> resource|path "…"`; quota,
+# admission webhooks and the namespace lifecycle plugin answer 403 too, in their own words.
+_RBAC_RE = re.compile(r'User "[^"]*" cannot [a-z]+ (?:resource|path) "')
+_TERMINATING_RE = re.compile(r"because it is being terminated")
 # The authorizer's own words: `cannot create resource "networkpolicies" in API group
 # "networking.k8s.io" in the namespace "a"`. Server-side apply of a new object is a PATCH whose
 # create half is authorised separately as "create", so the refused verb is read from here.
@@ -268,6 +280,16 @@ def translate_status(
             status=401, reason=reason,
             hint="the token may have expired or the exec credential plugin failed; "
                  "check `kubectl auth whoami` with the same kubeconfig/context",
+        )
+    if status == 403 and not _RBAC_RE.search(message):
+        if _TERMINATING_RE.search(message):
+            hint = "the namespace is being deleted; nothing new can be created in it"
+        else:
+            hint = ("not a permissions problem: the server's reason above says what refused "
+                    "it (a quota, an admission webhook or policy)")
+        return Denied(
+            f"the API server refused to {what}: {message or reason or 'forbidden'}",
+            status=403, reason=reason or "Forbidden", hint=hint,
         )
     if status == 403:
         user_match = _USER_RE.search(message)
@@ -351,9 +373,13 @@ class KubeconfigSource:
 
 
 def kubeconfig_paths(explicit: str | None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """kubectl's precedence: --kubeconfig, else $KUBECONFIG (a list), else ~/.kube/config."""
+    """kubectl's precedence: --kubeconfig (one file), else $KUBECONFIG (a list), else
+    ~/.kube/config."""
+    if explicit:
+        # kubectl never splits --kubeconfig: only the environment variable is a list.
+        return [os.path.expanduser(explicit)]
     env = os.environ if environ is None else environ
-    raw = explicit if explicit else env.get("KUBECONFIG", "")
+    raw = env.get("KUBECONFIG", "")
     if raw:
         return [os.path.expanduser(p) for p in raw.split(os.pathsep) if p]
     return [os.path.expanduser("~/.kube/config")]
@@ -405,13 +431,30 @@ def _load_configuration(
             hint="pass --kubeconfig or set KUBECONFIG",
         )
     configs: list[Any] = []
+    loaded: list[str] = []
     for path in existing:
         try:
-            configs.append(yaml.safe_load(Path(path).read_text()))
+            doc = yaml.safe_load(Path(path).read_text())
         except (OSError, yaml.YAMLError) as exc:
             raise UsageError(f"kubeconfig {path} is not readable YAML: {exc}") from exc
+        if doc is None:
+            # kubectl reads an empty file as an empty config; the client's merger refuses it
+            # ("file is empty"), so it must not reach the merger at all.
+            continue
+        if not isinstance(doc, Mapping):
+            raise UsageError(f"kubeconfig {path} is not a kubeconfig (a YAML mapping)")
+        configs.append(doc)
+        loaded.append(path)
+    if not loaded:
+        raise UsageError(f"kubeconfig {', '.join(existing)} holds no configuration",
+                         hint="pass --kubeconfig or set KUBECONFIG to a non-empty file")
+    existing = loaded
     try:
-        merger = _Merger(os.pathsep.join(existing))
+        # File by file: the merger's own constructor splits a path string at ':', which
+        # would break a --kubeconfig whose name contains one.
+        merger = _Merger("")
+        for path in existing:
+            merger.load_config(path)
         merged = merger.config
         if merged is None:
             raise UsageError(f"kubeconfig {', '.join(existing)} holds no configuration")

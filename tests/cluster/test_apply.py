@@ -244,3 +244,34 @@ def test_watch_and_wait_for(lab: LabClient, namespace: str) -> None:
             k.wait_for(kube.CONFIGMAP, "never", namespace, lambda o: o is not None, timeout=2,
                        what="a config map that never comes")
         assert "timed out" in err.value.one_line()
+
+
+def test_quota_refusal_fails_its_namespace_only_in_the_servers_words(
+        lab: LabClient, namespace: str) -> None:
+    import time
+
+    quota_ns = f"t-a-quota-{uuid.uuid4().hex[:5]}"
+    assert quota_ns < namespace  # applied first with one worker: the run must go on after it
+    lab.core.create_namespace({"metadata": {"name": quota_ns}})
+    try:
+        lab.core.create_namespaced_resource_quota(quota_ns, {
+            "metadata": {"name": "no-policies"},
+            "spec": {"hard": {"count/networkpolicies.networking.k8s.io": "0"}}})
+        deadline = time.monotonic() + 60
+        while not (lab.core.read_namespaced_resource_quota("no-policies", quota_ns).status
+                   and lab.core.read_namespaced_resource_quota("no-policies", quota_ns)
+                   .status.hard):
+            assert time.monotonic() < deadline, "quota controller never filled in the quota"
+            time.sleep(0.2)
+        out = netiso(lab, "-o", "json", "apply", "-n", quota_ns, "-n", namespace,
+                     "--concurrency", "1")
+        assert out.returncode == 1
+        states = {ns["namespace"]: ns["state"] for ns in json.loads(out.stdout)["namespaces"]}
+        assert states == {quota_ns: "failed", namespace: "applied"}
+        last = out.stderr.strip().splitlines()[-1]
+        assert last.startswith("netiso: error: applied 1 of 2 namespaces")
+        assert "exceeded quota: no-policies" in last
+        assert "not a permissions problem" in last
+        assert "netiso render --rbac" not in last
+    finally:
+        lab.core.delete_namespace(quota_ns, propagation_policy="Background")

@@ -76,6 +76,44 @@ def test_explicit_kubeconfig_beats_environment(tmp_path: Path) -> None:
         assert k.server == "http://127.0.0.1:2002"
 
 
+def test_explicit_kubeconfig_is_one_file_even_with_a_colon(tmp_path: Path) -> None:
+    # kubectl splits only $KUBECONFIG; --kubeconfig names one file, ':' included.
+    a = _kubeconfig(tmp_path / "a", clusters={"c": "http://127.0.0.1:1001"},
+                    contexts={"x": ("c", "u")}, users={"u": _token_user("A")}, current="x")
+    _kubeconfig(tmp_path / "b", clusters={"c": "http://127.0.0.1:2002"},
+                contexts={"x": ("c", "u")}, users={"u": _token_user("B")}, current="x")
+    joined = f"{a}:{tmp_path / 'b'}"
+    assert kube.kubeconfig_paths(joined, {}) == [joined]
+    with pytest.raises(UsageError) as err:
+        kube.connect(joined, environ={}, in_cluster_dir=tmp_path / "no-sa")
+    assert f"kubeconfig not found: {joined}" in err.value.one_line()
+    odd = _kubeconfig(tmp_path / "odd:name", clusters={"c": "http://127.0.0.1:3003"},
+                      contexts={"x": ("c", "u")}, users={"u": _token_user("O")}, current="x")
+    with kube.connect(str(odd), environ={}) as k:
+        assert k.server == "http://127.0.0.1:3003"
+        assert k.source.files == [str(odd)]
+    assert kube.kubeconfig_paths(None, {"KUBECONFIG": joined}) == [str(a), str(tmp_path / "b")]
+
+
+def test_empty_kubeconfig_in_the_list_is_an_empty_config(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    comments = tmp_path / "comments"
+    comments.write_text("# nothing here yet\n")
+    good = _kubeconfig(tmp_path / "good", clusters={"c": "http://127.0.0.1:1001"},
+                       contexts={"x": ("c", "u")}, users={"u": _token_user("G")}, current="x")
+    with kube.connect(environ={"KUBECONFIG": f"{empty}:{comments}:{good}"}) as k:
+        assert k.server == "http://127.0.0.1:1001"
+        assert k.source.files == [str(good)]
+    with pytest.raises(UsageError) as err:
+        kube.connect(environ={"KUBECONFIG": f"{empty}:{comments}"},
+                     in_cluster_dir=tmp_path / "no-sa")
+    assert "holds no configuration" in err.value.one_line()
+    with pytest.raises(UsageError) as err:
+        kube.connect(str(empty), environ={}, in_cluster_dir=tmp_path / "no-sa")
+    assert "holds no configuration" in err.value.one_line()
+
+
 def test_relative_paths_resolve_against_their_file(tmp_path: Path) -> None:
     sub = tmp_path / "conf"
     sub.mkdir()
@@ -213,6 +251,44 @@ def test_403_names_user_verb_resource_namespace() -> None:
     assert "cannot create networkpolicies.networking.k8s.io" in line
     assert "'team-a'" in line
     assert "netiso render --rbac" in line
+
+
+def test_403_at_cluster_scope_is_rbac() -> None:
+    req = kube.Request("list", kube.NAMESPACE)
+    body = {"reason": "Forbidden", "code": 403,
+            "message": 'namespaces is forbidden: User "jane" cannot list resource "namespaces" '
+                       'in API group "" at the cluster scope'}
+    err = kube.translate_status(403, body, req, "https://api:6443")
+    assert isinstance(err, kube.Forbidden)
+    assert err.one_line().startswith("forbidden as jane: cannot list namespaces (cluster-scoped)")
+
+
+@pytest.mark.parametrize(
+    ("message", "hint"),
+    [
+        ('networkpolicies "netiso-default-deny-ingress" is forbidden: exceeded quota: np-quota, '
+         "requested: count/networkpolicies.networking.k8s.io=1, used: "
+         "count/networkpolicies.networking.k8s.io=2, limited: "
+         "count/networkpolicies.networking.k8s.io=2", "not a permissions problem"),
+        ('networkpolicies "netiso-default-deny-ingress" is forbidden: unable to create new '
+         "content in namespace team-a because it is being terminated", "being deleted"),
+        ('admission webhook "policy.example.com" denied the request: NetworkPolicies must '
+         "carry an owner annotation", "not a permissions problem"),
+    ],
+)
+def test_other_403s_keep_the_servers_words(message: str, hint: str) -> None:
+    body = {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+            "message": message}
+    err = kube.translate_status(403, body, REQ, "https://api:6443")
+    assert not isinstance(err, kube.Forbidden)
+    assert isinstance(err, kube.Denied)
+    assert err.status == 403
+    line = err.one_line()
+    assert message in line
+    assert "patch networkpolicies.networking.k8s.io/netiso-default-deny-ingress" in line
+    assert hint in line
+    assert "netiso render --rbac" not in line
+    assert "cannot" not in line.split(":", 1)[0]
 
 
 def test_401_is_unauthorized() -> None:
