@@ -114,8 +114,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
         from netiso.bootstrap.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
+        from netiso.bootstrap.targets import select_targets
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
-        from netiso.config import load_values, select_namespaces
+        from netiso.config import load_values
         from netiso.console import Status
         from netiso.kube import connect
 
@@ -124,7 +125,7 @@ def register(app: typer.Typer) -> None:
                            selector=selector, force=force)
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
             rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
-            targets, skipped = select_namespaces(vals, kube.namespace_labels())
+            targets, skipped = select_targets(kube, vals)
             by_reason: dict[str, list[str]] = {}
             for name, reason in skipped:
                 if reason.startswith("does not match selector"):

@@ -73,8 +73,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
         from netiso.bootstrap.status import read_status
+        from netiso.bootstrap.targets import TERMINATING, select_targets
         from netiso.bundle import render_bundle
-        from netiso.config import load_values, select_namespaces
+        from netiso.config import load_values
+        from netiso.console import Status
         from netiso.kube import connect
 
         rep = reporter(ctx)
@@ -82,9 +84,13 @@ def register(app: typer.Typer) -> None:
                            selector=selector, force=force)
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(f"context {kube.context} at {kube.server}")
-            targets, skipped = select_namespaces(vals, kube.namespace_labels())
+            targets, skipped = select_targets(kube, vals)
             for name, reason in skipped:
-                rep.debug(f"namespace {name}: skipped, {reason}")
+                if reason == TERMINATING:
+                    # Named or selected, yet absent from the result: say why.
+                    rep.status(Status.SKIPPED, f"namespace {name}: {reason}")
+                else:
+                    rep.debug(f"namespace {name}: skipped, {reason}")
             report = read_status(kube, render_bundle(vals, targets), targets, skipped)
         data = report.to_json()
         rep.result(data, _table(data))

@@ -246,6 +246,45 @@ def test_watch_and_wait_for(lab: LabClient, namespace: str) -> None:
         assert "timed out" in err.value.one_line()
 
 
+def test_terminating_namespace_is_skipped_and_its_refusal_is_not_called_rbac(
+        lab: LabClient) -> None:
+    from netiso import kube
+
+    name = f"t-terminating-{uuid.uuid4().hex[:5]}"
+    hold = "netiso.test/hold"
+    lab.core.create_namespace({"metadata": {"name": name}})
+    # A finalizer on an object inside keeps the namespace in phase Terminating until removed.
+    lab.core.create_namespaced_config_map(name, {"metadata": {"name": "hold",
+                                                              "finalizers": [hold]}})
+    lab.core.delete_namespace(name)
+    try:
+        out = netiso(lab, "-o", "json", "apply", "-n", name)
+        assert out.returncode == 0, out.stderr
+        doc = json.loads(out.stdout)
+        assert doc["namespaces"] == []
+        assert doc["skipped"] == [{"namespace": name, "reason": "terminating"}]
+        assert f"skipped 1 namespace(s), terminating: {name}" in out.stderr
+        status = netiso(lab, "-o", "json", "status", "-n", name)
+        assert status.returncode == 0, status.stderr
+        assert json.loads(status.stdout)["skipped"] == [{"namespace": name,
+                                                         "reason": "terminating"}]
+        assert f"namespace {name}: terminating" in status.stderr
+
+        # Were it applied anyway, the API server's 403 is the namespace's, not RBAC's.
+        desired = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                   "metadata": {"name": "netiso-x", "namespace": name},
+                   "spec": {"podSelector": {}}}
+        with kube.connect(str(lab.kubeconfig)) as k, pytest.raises(kube.Denied) as err:
+            k.apply(desired)
+        line = err.value.one_line()
+        assert err.value.status == 403
+        assert "because it is being terminated" in line
+        assert "the namespace is being deleted" in line
+        assert "netiso render --rbac" not in line
+    finally:
+        lab.core.patch_namespaced_config_map("hold", name, {"metadata": {"finalizers": None}})
+
+
 def test_quota_refusal_fails_its_namespace_only_in_the_servers_words(
         lab: LabClient, namespace: str) -> None:
     import time

@@ -1,4 +1,4 @@
-"""Pure parts of apply / status / uninstall: classification, diffs, drift, ownership."""
+"""Pure parts of apply / status / uninstall: classification, diffs, drift, ownership, targets."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from netiso.bootstrap.status import (
     policy_state,
     selector_matches,
 )
+from netiso.bootstrap.targets import choose_targets
 from netiso.bootstrap.uninstall import is_netiso_created
 from netiso.bundle import render_bundle
 from netiso.config import load_values
@@ -210,3 +211,32 @@ def test_already_applied_needs_same_content_and_netiso_apply() -> None:
         key = next(iter(desired["metadata"]["annotations"]))
         reworded["metadata"]["annotations"][key] = "old text"
         assert not already_applied(desired, reworded)
+
+
+# --- target selection -----------------------------------------------------------------------
+
+
+def _ns(name: str, *, labels: dict[str, str] | None = None, terminating: bool = False
+        ) -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": name, "labels": labels or {}},
+                           "status": {"phase": "Terminating" if terminating else "Active"}}
+    if terminating:
+        obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    return obj
+
+
+def test_terminating_namespaces_are_skipped_with_their_reason() -> None:
+    cluster = [_ns("kube-system"), _ns("shop"), _ns("gone", terminating=True),
+               _ns("going", labels={"team": "web"}, terminating=True),
+               _ns("web", labels={"team": "web"})]
+    targets, skipped = choose_targets(load_values(None), cluster)
+    assert targets == ["shop", "web"]
+    assert ("gone", "terminating") in skipped
+    assert ("going", "terminating") in skipped
+    assert ("kube-system", "system namespace") in skipped
+    # Named explicitly or chosen by label, a namespace being deleted is still no target.
+    assert choose_targets(load_values(None, namespaces=["gone", "shop"]), cluster) == (
+        ["shop"], [("gone", "terminating")])
+    targets, skipped = choose_targets(load_values(None, selector="team=web"), cluster)
+    assert targets == ["web"]
+    assert ("going", "terminating") in skipped

@@ -1,0 +1,45 @@
+"""Target namespaces of `apply` and `status`, chosen against the live namespace list.
+
+Design decisions:
+
+* **One LIST of namespaces** gives both what the values' rules need (names and labels, judged by
+  ``config.select_namespaces``, which stays pure) and each namespace's phase.
+* **A namespace being deleted is no target.** The API server refuses every new object in it
+  ("unable to create new content in namespace … because it is being terminated") and it will
+  be gone with everything in it; applying there could only fail. It is skipped with the reason
+  "terminating", even when named explicitly: the next run sees whether it came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from netiso.config import Values, select_namespaces
+from netiso.kube import Kube
+
+TERMINATING = "terminating"
+
+
+def is_terminating(namespace: Mapping[str, Any]) -> bool:
+    """A namespace whose deletion has begun (phase Terminating, or a deletionTimestamp)."""
+    if ((namespace.get("status") or {}).get("phase")) == "Terminating":
+        return True
+    return bool((namespace.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def choose_targets(values: Values, namespaces: Sequence[Mapping[str, Any]]
+                   ) -> tuple[list[str], list[tuple[str, str]]]:
+    """(targets, skipped with reasons), both sorted by name, from Namespace objects. Pure."""
+    labels = {str(ns["metadata"]["name"]): dict(ns["metadata"].get("labels") or {})
+              for ns in namespaces}
+    targets, skipped = select_namespaces(values, labels)
+    terminating = {str(ns["metadata"]["name"]) for ns in namespaces if is_terminating(ns)}
+    kept = [name for name in targets if name not in terminating]
+    gone = [(name, TERMINATING) for name in targets if name in terminating]
+    return kept, sorted([*skipped, *gone])
+
+
+def select_targets(kube: Kube, values: Values) -> tuple[list[str], list[tuple[str, str]]]:
+    """The cluster's target namespaces for ``values`` (one LIST)."""
+    return choose_targets(values, kube.list_namespaces())
