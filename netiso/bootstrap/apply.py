@@ -20,13 +20,14 @@ Design decisions:
 * **Namespaces are the unit of work and of failure.** A bounded thread pool applies
   namespaces concurrently (the API server, not the client, is the bottleneck, and a pool keeps
   it busy while Python waits on sockets). A namespace is "applied" only when all its objects
-  are. When the server becomes unreachable the remaining namespaces are not attempted, and the
-  error names what was and was not applied; server-side apply is idempotent by name, so a rerun
-  converges without duplicates.
-* **Prune is narrow.** Only NetworkPolicies labelled ``app.kubernetes.io/managed-by=netiso``
-  and written by field manager ``netiso``, in a namespace this run targets, and absent from the
-  rendered bundle, are deleted, with a uid
-  precondition so a same-named object created meanwhile is never hit.
+  are. An error every namespace would hit alike (the server unreachable, credentials rejected,
+  an RBAC refusal, a resource type not served) stops the run: no further namespace starts, the
+  rest are reported "not attempted", and the error names what was and was not applied.
+  Server-side apply is idempotent by name, so a rerun converges without duplicates.
+* **Prune is narrow.** Only NetworkPolicies netiso wrote (``is_netiso_created``: the managed-by
+  label *and* field manager ``netiso``, the test status and uninstall use too), in a namespace
+  this run targets, and absent from the rendered bundle, are deleted, with a uid precondition
+  so a same-named object created meanwhile is never hit.
 """
 
 from __future__ import annotations
@@ -34,21 +35,18 @@ from __future__ import annotations
 import difflib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import yaml
 
+from netiso.bootstrap.pool import run_bounded
 from netiso.errors import ExitCode, NetisoError, OperationFailed
 from netiso.kube import (
     FIELD_MANAGER,
     NETWORK_POLICY,
     Kube,
-    KubeError,
-    Unauthorized,
-    Unreachable,
     field_managers,
     strip_server_fields,
 )
@@ -206,6 +204,18 @@ def already_applied(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool
     return applied_by_netiso and policy_state(desired, live)[0] is PolicyState.IN_SYNC
 
 
+def is_netiso_created(obj: Mapping[str, Any]) -> tuple[bool, str]:
+    """(written by netiso?, why not). Both marks: the label can be copied by hand, the field
+    manager is recorded by the API server. Pure."""
+    meta = obj.get("metadata") or {}
+    if (meta.get("labels") or {}).get(MANAGED_BY) != "netiso":
+        return False, "not labelled managed-by netiso"
+    if FIELD_MANAGER not in field_managers(obj):
+        return False, (f"labelled {MANAGED_BY}=netiso but not written by netiso "
+                       f"(managers: {', '.join(field_managers(obj)) or 'none'}); left alone")
+    return True, ""
+
+
 def group_by_namespace(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for obj in objects:
@@ -216,11 +226,11 @@ def group_by_namespace(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[d
 def prune_candidates(
     live_managed: Sequence[Mapping[str, Any]], desired_names: set[str]
 ) -> list[Mapping[str, Any]]:
-    """Objects of one namespace netiso wrote (label *and* field manager: a label can be copied
-    by hand, a field manager is recorded by the API server) that the bundle no longer has."""
+    """Objects of one namespace netiso wrote (``is_netiso_created``) that the bundle no longer
+    has."""
     return sorted(
         (o for o in live_managed if o["metadata"]["name"] not in desired_names
-         and FIELD_MANAGER in field_managers(o)),
+         and is_netiso_created(o)[0]),
         key=lambda o: str(o["metadata"]["name"]),
     )
 
@@ -365,8 +375,6 @@ def apply_bundle(
         before_write([results[ns] for ns in first_time])
 
     first_error: NetisoError | None = None
-    stop = False
-    pending: dict[Future[None], str] = {}
     queue = [ns for ns in results if by_ns.get(ns) or (prune and managed_by_ns.get(ns))]
     for ns, res in results.items():
         if ns not in queue:  # nothing to render and nothing to prune: trivially in place
@@ -379,35 +387,21 @@ def apply_bundle(
             force_conflicts=force_conflicts,
         )
 
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="apply") as pool:
-        it = iter(queue)
-        while True:
-            while not stop and len(pending) < workers * 2:
-                nxt = next(it, None)
-                if nxt is None:
-                    break
-                pending[pool.submit(run, nxt)] = nxt
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                res = results[pending.pop(fut)]
-                exc = fut.exception()
-                if exc is None:
-                    res.state = NamespaceState.APPLIED
-                else:
-                    err = exc if isinstance(exc, NetisoError) else OperationFailed(
-                        f"{type(exc).__name__}: {exc}")
-                    res.error = err.one_line()
-                    res.state = NamespaceState.PARTIAL if res.changes else NamespaceState.FAILED
-                    if first_error is None:
-                        first_error = err
-                    # A dead server or rejected credentials fail every namespace the same
-                    # way: stop early so the report says "not attempted", not 500 errors.
-                    if isinstance(err, Unreachable | Unauthorized):
-                        stop = True
-                    if not isinstance(exc, KubeError | NetisoError):
-                        stop = True
-                if on_namespace is not None:
-                    on_namespace(res)
+    def done(ns: str, _: None, exc: BaseException | None) -> None:
+        nonlocal first_error
+        res = results[ns]
+        if exc is None:
+            res.state = NamespaceState.APPLIED
+        else:
+            err = exc if isinstance(exc, NetisoError) else OperationFailed(
+                f"{type(exc).__name__}: {exc}")
+            res.error = err.one_line()
+            res.state = NamespaceState.PARTIAL if res.changes else NamespaceState.FAILED
+            if first_error is None:
+                first_error = err
+        if on_namespace is not None:
+            on_namespace(res)
+
+    # Namespaces the run stopped before stay NOT_ATTEMPTED.
+    run_bounded(queue, run, done, workers=workers)
     return report, first_error

@@ -1,9 +1,15 @@
-"""Pure parts of apply / status / uninstall: classification, diffs, drift, ownership, targets."""
+"""Pure parts of apply / status / uninstall: classification, diffs, drift, ownership, and the
+run logic (concurrency, stop conditions, reports) against a fake API server in memory."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, cast
+
+import pytest
 
 from netiso.bootstrap.apply import (
     Action,
@@ -12,6 +18,7 @@ from netiso.bootstrap.apply import (
     NamespaceState,
     ObjectChange,
     already_applied,
+    apply_bundle,
     classify,
     group_by_namespace,
     incomplete_error,
@@ -30,8 +37,15 @@ from netiso.bootstrap.targets import choose_targets
 from netiso.bootstrap.uninstall import is_netiso_created
 from netiso.bundle import render_bundle
 from netiso.config import load_values
-from netiso.errors import ExitCode
-from netiso.kube import Unreachable
+from netiso.errors import ExitCode, NetisoError
+from netiso.kube import (
+    Denied,
+    Forbidden,
+    Kube,
+    MissingResourceType,
+    Unauthorized,
+    Unreachable,
+)
 
 
 def _np(ns: str, name: str, *, rv: str = "1", labels: dict[str, str] | None = None,
@@ -240,3 +254,129 @@ def test_terminating_namespaces_are_skipped_with_their_reason() -> None:
     targets, skipped = choose_targets(load_values(None, selector="team=web"), cluster)
     assert targets == ["web"]
     assert ("going", "terminating") in skipped
+
+
+# --- the apply run: concurrency and stop conditions (a fake API server) ----------------------
+
+
+class FakeKube:
+    """What apply_bundle and uninstall call, answering from memory; ``fail`` decides per call."""
+
+    server = "https://fake:6443"
+    context = "fake"
+
+    def __init__(self, fail: Callable[[str, str], None] | None = None,
+                 objects: dict[str, list[dict[str, Any]]] | None = None) -> None:
+        self.fail = fail or (lambda _verb, _where: None)
+        self.objects = objects or {}
+        self.applied: list[str] = []
+        self.deleted: list[str] = []
+        self.lock = threading.Lock()
+
+    def list_network_policies(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def list_pods(self, namespace: str | None = None) -> list[dict[str, Any]]:
+        return []
+
+    def list_objects(self, rt: Any, namespace: str | None = None, *,
+                     label_selector: str | None = None) -> list[dict[str, Any]]:
+        return copy.deepcopy(self.objects.get(rt.kind, []))
+
+    def apply(self, obj: dict[str, Any], *, dry_run: bool = False, force: bool = False
+              ) -> dict[str, Any]:
+        ns = obj["metadata"]["namespace"]
+        with self.lock:
+            self.applied.append(ns)
+        self.fail("apply", ns)
+        out = copy.deepcopy(obj)
+        out["metadata"]["resourceVersion"] = "1"
+        return out
+
+    def delete(self, rt: Any, name: str, namespace: str | None = None, *,
+               dry_run: bool = False, uid: str | None = None) -> bool:
+        where = f"{rt.kind}/{namespace or '-'}/{name}"
+        with self.lock:
+            self.deleted.append(where)
+        self.fail("delete", where)
+        return True
+
+
+NAMES = [f"ns-{i}" for i in range(6)]
+
+
+def _run_apply(fake: FakeKube, on_namespace: Callable[[NamespaceResult], None] | None = None,
+               workers: int = 2) -> tuple[ApplyReport, NetisoError | None]:
+    desired = render_bundle(load_values(None, namespaces=NAMES), NAMES)
+    return apply_bundle(cast(Kube, fake), desired, NAMES, workers=workers,
+                        on_namespace=on_namespace)
+
+
+def _forbidden() -> Forbidden:
+    return Forbidden("forbidden as u: cannot create networkpolicies", verb="create",
+                     resource="networkpolicies.networking.k8s.io", namespace="ns-0", user="u")
+
+
+@pytest.mark.parametrize("error", [
+    _forbidden(),
+    MissingResourceType("the API server does not serve it", group="cilium.io", component=None),
+    Unreachable("cannot reach the API server at https://fake:6443"),
+    Unauthorized("rejected the credentials", status=401),
+])
+def test_an_error_every_namespace_would_hit_stops_the_run(error: NetisoError) -> None:
+    release = threading.Event()
+
+    def fail(_verb: str, ns: str) -> None:
+        if ns == "ns-0":
+            raise error
+        if ns == "ns-1":  # in flight when ns-0 fails: it finishes and is reported
+            release.wait(10)
+
+    def seen(res: NamespaceResult) -> None:
+        if res.namespace == "ns-0":
+            release.set()
+
+    fake = FakeKube(fail)
+    report, first = _run_apply(fake, seen)
+    assert first is error
+    states = {ns.namespace: ns.state for ns in report.namespaces}
+    assert states == {"ns-0": NamespaceState.FAILED, "ns-1": NamespaceState.APPLIED,
+                      **{n: NamespaceState.NOT_ATTEMPTED for n in NAMES[2:]}}
+    # Nothing beyond what was in flight ever reached the server.
+    assert set(fake.applied) == {"ns-0", "ns-1"}
+    line = incomplete_error(report, error).one_line()
+    assert "not applied: ns-0, ns-2, ns-3, ns-4, ns-5" in line
+
+
+def test_an_error_of_one_namespace_does_not_stop_the_others() -> None:
+    def fail(_verb: str, ns: str) -> None:
+        if ns == "ns-2":
+            raise Denied("the API server refused to patch …: exceeded quota", status=403)
+
+    fake = FakeKube(fail)
+    report, first = _run_apply(fake)
+    assert isinstance(first, Denied)
+    states = {ns.namespace: ns.state for ns in report.namespaces}
+    assert states.pop("ns-2") is NamespaceState.FAILED
+    assert set(states.values()) == {NamespaceState.APPLIED}
+
+
+def test_ctrl_c_cancels_what_has_not_started_and_does_not_wait() -> None:
+    release = threading.Event()
+
+    def fail(_verb: str, ns: str) -> None:
+        if ns == "ns-1":
+            release.wait(10)
+
+    def interrupt(res: NamespaceResult) -> None:
+        raise KeyboardInterrupt
+
+    fake = FakeKube(fail)
+    start = time.monotonic()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _run_apply(fake, interrupt)
+        assert time.monotonic() - start < 5  # did not wait for ns-1, still in flight
+        assert set(fake.applied) <= {"ns-0", "ns-1"}
+    finally:
+        release.set()
