@@ -9,9 +9,14 @@ Design decisions:
   same as absent) and then compared field by field. The labels netiso sets must be present;
   labels or annotations others add are not drift.
 * **Three reads for the whole cluster**: namespaces, NetworkPolicies and pods, each one LIST.
-* **Foreign policies** are NetworkPolicies without netiso's managed-by label whose podSelector
-  selects at least one pod of the namespace: they widen or narrow what the bundle allows, so
-  an operator reading "in sync" should see them beside it.
+* **Ownership is apply's.** A policy is netiso's (and, outside the bundle, "stale") only by
+  ``is_netiso_created``, the two marks prune and uninstall require: the managed-by label *and*
+  field manager ``netiso``. A policy someone labelled by hand is not pruned, so calling it
+  stale would promise a removal that never comes; it is a foreign policy.
+* **Foreign policies** are NetworkPolicies that are neither netiso's nor named like a bundle
+  policy (those are compared above) and whose podSelector selects at least one pod of the
+  namespace: they widen or narrow what the bundle allows, so an operator reading "in sync"
+  should see them beside it.
 * **Enforcement** is reported as "unknown": whether the dataplane enforces policies is the
   providers' answer (``netiso detect``), not something the policy objects can show.
 """
@@ -24,7 +29,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from netiso.bootstrap.apply import MANAGED_BY
+from netiso.bootstrap.apply import is_netiso_created
 from netiso.kube import Kube
 
 
@@ -32,7 +37,7 @@ class PolicyState(StrEnum):
     IN_SYNC = "in sync"
     DRIFTED = "drifted"
     MISSING = "missing"
-    STALE = "stale"  # managed by netiso but no longer in the bundle: `apply --prune` removes it
+    STALE = "stale"  # written by netiso but no longer in the bundle: `apply --prune` removes it
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -247,11 +252,11 @@ def build_status(
             rows.append(PolicyStatus(name, state, reasons))
         foreign: list[ForeignPolicy] = []
         for name, pol in sorted(live[ns].items()):
-            labels = pol["metadata"].get("labels") or {}
-            if labels.get(MANAGED_BY) == "netiso":
-                if name not in wanted[ns]:
-                    rows.append(PolicyStatus(name, PolicyState.STALE,
-                                             ["not in the bundle; `netiso apply` prunes it"]))
+            if name in wanted[ns]:  # a bundle policy: its row above says how it compares
+                continue
+            if is_netiso_created(pol)[0]:
+                rows.append(PolicyStatus(name, PolicyState.STALE,
+                                         ["not in the bundle; `netiso apply` prunes it"]))
                 continue
             selector = (pol.get("spec") or {}).get("podSelector")
             selected = sum(1 for lab in pod_labels[ns] if selector_matches(selector, lab))

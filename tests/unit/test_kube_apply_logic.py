@@ -227,6 +227,25 @@ def test_already_applied_needs_same_content_and_netiso_apply() -> None:
         assert not already_applied(desired, reworded)
 
 
+def test_status_stale_needs_both_marks_a_hand_labelled_policy_is_foreign() -> None:
+    values = load_values(None, namespaces=["team-a"])
+    desired = render_bundle(values, ["team-a"])
+    labels = {"app.kubernetes.io/managed-by": "netiso"}
+    written = _np("team-a", "netiso-retired", labels=labels)
+    lookalike = _np("team-a", "netiso-handmade", labels=labels, managers=("kubectl-create",),
+                    spec={"podSelector": {"matchLabels": {"app": "web"}}})
+    pods = [{"metadata": {"name": "w", "namespace": "team-a", "labels": {"app": "web"}},
+             "status": {"phase": "Running"}}]
+    report = build_status(desired, ["team-a"], [], [written, lookalike], pods,
+                          server="s", context="c")
+    (ns,) = report.namespaces
+    states = {p.name: p.state for p in ns.policies}
+    assert states["netiso-retired"] is PolicyState.STALE
+    assert "netiso-handmade" not in states  # apply would never prune it
+    assert [(f.name, f.selected_pods, f.managers) for f in ns.foreign] == [
+        ("netiso-handmade", 1, ["kubectl-create"])]
+
+
 # --- target selection -----------------------------------------------------------------------
 
 
