@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 class FlowResult:
     verdict: Verdict
     expected: str | None  # "allow" | "deny" | None
+    where: str = ""       # how the flow was given, for warnings on stderr
 
     @property
     def ok(self) -> bool | None:
@@ -183,7 +184,7 @@ def flows_from_file(engine: Engine, path: Path) -> list[FlowResult]:
             verdict = engine.evaluate(flow)
         except PolicyInputError as exc:
             raise PolicyInputError(f"{where}: {exc.message}") from exc
-        out.append(FlowResult(verdict, _expect(item.get("expect"), where)))
+        out.append(FlowResult(verdict, _expect(item.get("expect"), where), f"{path}: flows[{i}]"))
     return out
 
 
@@ -199,8 +200,9 @@ def single_flows(engine: Engine, src: str, dst: str, port: str | None,
     from netiso.policy import PodEndpoint, PolicyInputError, Protocol
 
     try:
+        where = f"--from {src} --to {dst}"
         if port is not None:
-            return [FlowResult(engine.check(src, dst, _port(port), protocol), None)]
+            return [FlowResult(engine.check(src, dst, _port(port), protocol), None, where)]
         flow = engine.flow(src, dst, 1, protocol)
         if not isinstance(flow.dst, PodEndpoint):
             raise PolicyInputError(f"--port is needed for a destination outside the cluster "
@@ -216,7 +218,7 @@ def single_flows(engine: Engine, src: str, dst: str, port: str | None,
             if (cp.number, cp.protocol) in seen:
                 continue
             seen.add((cp.number, cp.protocol))
-            out.append(FlowResult(engine.check(src, dst, cp.number, cp.protocol), None))
+            out.append(FlowResult(engine.check(src, dst, cp.number, cp.protocol), None, where))
         return out
     except PolicyInputError as exc:
         raise PolicyInputError(f"--from {src} --to {dst}: {exc.message}") from exc
@@ -292,6 +294,10 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
         results = flows_from_file(engine, flows)
     elif src is not None and dst is not None:
         results = single_flows(engine, src, dst, port, protocol)
+
+    # Stderr as well as the table: with -o json the table's warning lines are not shown.
+    for warning in dict.fromkeys(f"{r.where}: {w}" for r in results for w in r.verdict.warnings):
+        rep.warn(warning)
 
     # Asked flows (even none: `flows: []`) are answered as such; only no question is the matrix.
     if flows is not None or src is not None:

@@ -65,6 +65,10 @@ NOTE_NODE_LOCAL_EGRESS = (
     "non-portable: traffic to the source pod's own node; the spec always allows it out of an "
     "egress-isolated pod, some plugins still filter it"
 )
+NOTE_HOST_NETWORK_IP = (
+    "non-portable: {ip} is the IP of hostNetwork pod(s) {pods}, i.e. of their node; the spec "
+    "leaves policy on hostNetwork pods undefined, evaluated here as that external IP"
+)
 NOTE_SELF = (
     "non-portable: a pod connecting to itself; always allowed (the spec: a pod cannot block "
     "access to itself), but through its own pod IP the packets may hairpin and some plugins "
@@ -145,7 +149,8 @@ class Verdict:
     protocol: Protocol
     egress: SideVerdict
     ingress: SideVerdict
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()      # where plugins differ (non-portable)
+    warnings: tuple[str, ...] = ()   # about the question: an ambiguous IP, a finished pod
 
     @property
     def allowed(self) -> bool:
@@ -241,6 +246,13 @@ class Cluster:
             for node in _node_keys(pod):
                 self._node_groups[node] = self._node_groups.get(node, 0) | 1 << i
 
+        # A finished pod has no traffic, and its IP may already be a running pod's: it never
+        # answers for an IP.
+        self.live = self.universe
+        for i, pod in enumerate(self.pods):
+            if pod.finished:
+                self.live &= ~(1 << i)
+
         # Sorted (ip, pod) per family: an ipBlock becomes two bisects, not a scan of all pods.
         ip_rows: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
         self._pod_by_ip: dict[IPAddress, list[int]] = {}
@@ -248,7 +260,8 @@ class Cluster:
             for text in pod.ips:
                 ip = ipaddress.ip_address(text)
                 ip_rows[ip.version].append((int(ip), i))
-                self._pod_by_ip.setdefault(ip, []).append(i)
+                if not pod.finished:
+                    self._pod_by_ip.setdefault(ip, []).append(i)
         self._ip_rows = {v: sorted(rows) for v, rows in ip_rows.items()}
         self._ip_keys = {v: [r[0] for r in rows] for v, rows in self._ip_rows.items()}
 
@@ -297,17 +310,23 @@ class Cluster:
     def endpoint(self, text: str) -> Endpoint:
         """``NAMESPACE/POD``, ``ip:ADDRESS`` or a bare address.
 
-        An address that is exactly one (non-hostNetwork) pod's IP is that pod: policies apply to
-        the pod whatever name the caller used for it.
+        An address that is exactly one running (non-hostNetwork) pod's IP is that pod: policies
+        apply to the pod whatever name the caller used for it. Any other address is external
+        (``Engine.evaluate`` says why when pods claim it).
         """
         raw = text.strip()
         if raw.startswith("ip:") or "/" not in raw:
             ip = parse_ip(raw[3:] if raw.startswith("ip:") else raw)
-            owners = [i for i in self._pod_by_ip.get(ip, []) if not self.pods[i].host_network]
+            owners = self.ip_owners(ip)
             if len(owners) == 1:
                 return PodEndpoint(owners[0], self.pods[owners[0]].key)
             return ExternalEndpoint(ip)
         return PodEndpoint(self.pod_index(raw), raw)
+
+    def ip_owners(self, ip: IPAddress, host_network: bool = False) -> list[int]:
+        """Running pods with this IP: pod-network ones, or with ``host_network`` the others."""
+        return [i for i in self._pod_by_ip.get(ip, [])
+                if self.pods[i].host_network is host_network]
 
     def on_node(self, pod: int) -> int:
         """The pods on the same node as ``pod`` (itself included; 0 if its node is unknown)."""
@@ -590,8 +609,25 @@ class Engine:
         if isinstance(flow.src, PodEndpoint) and isinstance(flow.dst, PodEndpoint) \
                 and flow.src.index == flow.dst.index:
             notes.append(NOTE_SELF)
+        warnings: list[str] = []
+        for end in (flow.src, flow.dst):
+            if isinstance(end, PodEndpoint):
+                pod = c.pods[end.index]
+                if pod.finished:
+                    warnings.append(f"pod {pod.key} has finished (phase {pod.phase}): it has no "
+                                    "traffic; evaluated as if it were running")
+                continue
+            hosts = c.ip_owners(end.ip, host_network=True)
+            if hosts:
+                notes.append(NOTE_HOST_NETWORK_IP.format(
+                    ip=end, pods=", ".join(c.pods[i].key for i in hosts)))
+            owners = c.ip_owners(end.ip)
+            if len(owners) > 1:
+                warnings.append(f"{end} is the IP of several running pods "
+                                f"({', '.join(c.pods[i].key for i in owners)}): evaluated as "
+                                "an external IP")
         return Verdict(str(flow.src), str(flow.dst), port, protocol, egress, ingress,
-                       tuple(dict.fromkeys(notes)))
+                       tuple(dict.fromkeys(notes)), tuple(dict.fromkeys(warnings)))
 
     def check(self, src: str, dst: str, port: int | str,
               protocol: Protocol | str | None = None) -> Verdict:

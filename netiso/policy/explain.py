@@ -25,9 +25,10 @@ def explain_side(side: SideVerdict, endpoint: str) -> str:
 
 
 def explain(verdict: Verdict) -> list[str]:
-    """One line per side, then the non-portable notes."""
+    """One line per side, then warnings about the question, then the non-portable notes."""
     lines = [explain_side(verdict.egress, verdict.src),
              explain_side(verdict.ingress, verdict.dst)]
+    lines.extend(f"warning: {w}" for w in verdict.warnings)
     lines.extend(verdict.notes)
     return lines
 

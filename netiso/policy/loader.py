@@ -222,6 +222,7 @@ def _pod(obj: Mapping[str, Any]) -> Pod:
         host_network=bool(spec.get("hostNetwork", False)),
         host_ip=host_ip if isinstance(host_ip, str) else None,
         node_name=spec.get("nodeName") if isinstance(spec.get("nodeName"), str) else None,
+        phase=status.get("phase") if isinstance(status.get("phase"), str) else None,
     )
 
 

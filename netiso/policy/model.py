@@ -64,10 +64,16 @@ class Pod:
     host_network: bool = False
     host_ip: str | None = None
     node_name: str | None = None
+    phase: str | None = None
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def finished(self) -> bool:
+        """Terminated for good (phase Succeeded or Failed): no traffic, and its IP may be reused."""
+        return self.phase in ("Succeeded", "Failed")
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -466,3 +466,62 @@ def test_traffic_to_and_from_the_pods_own_node_is_always_allowed() -> None:
     assert any("own node" in n and "non-portable" in n for n in v.notes)
     v = eng.check("prod/db", "kube-system/agent", 10250)
     assert any("own node" in n for n in v.notes)
+
+
+def finished(obj: Obj, phase: str) -> Obj:
+    obj["status"]["phase"] = phase
+    return obj
+
+
+IP_WORLD = [
+    ns("a"), ns("kube-system"),
+    finished(pod("a/old", "10.0.0.5", app="new"), "Succeeded"),
+    pod("a/new", "10.0.0.5", app="new"),
+    finished(pod("a/crashed", "10.0.0.6", app="new"), "Failed"),
+    pod("a/twin1", "10.0.0.9", app="new"),
+    pod("a/twin2", "10.0.0.9", app="new"),
+    pod("a/db", "10.0.0.2", [{"containerPort": 5432}], node="n1", host_ip="192.168.0.1", app="db"),
+    pod("kube-system/agent", "192.168.0.7", host_network=True, node="n7",
+        host_ip="192.168.0.7"),
+]
+DB_FROM_NEW = netpol("a/db-from-new", {"podSelector": sel(app="db"), "ingress": [
+    {"from": [{"podSelector": sel(app="new")}]}]})
+
+
+def test_an_ip_is_the_running_pod_that_has_it() -> None:
+    """"an IP that is exactly one pod's is that pod" — among pods that can still have traffic: a
+    pod in phase Succeeded or Failed has terminated ("will not be restarted"), its IP goes back
+    to the pool and may already be a running pod's. An IP that several running pods claim is
+    no one pod's: it is evaluated as an external IP, with a warning."""
+    run_table([DB_FROM_NEW], [
+        ("10.0.0.5", "a/db", 5432, None, True),       # a/new, not the finished a/old
+        ("ip:10.0.0.6", "a/db", 5432, None, False),   # only a Failed pod had it: external
+        ("ip:10.0.0.9", "a/db", 5432, None, False),   # two running pods: external
+        ("a/twin1", "a/db", 5432, None, True),
+    ], IP_WORLD)
+    eng = engine(*IP_WORLD, DB_FROM_NEW)
+    v = eng.check("10.0.0.5", "a/db", 5432)
+    assert v.src == "a/new" and not v.warnings
+    v = eng.check("ip:10.0.0.9", "a/db", 5432)
+    assert v.src == "ip:10.0.0.9"
+    assert v.warnings == ("ip:10.0.0.9 is the IP of several running pods (a/twin1, a/twin2): "
+                          "evaluated as an external IP",)
+    v = eng.check("a/old", "a/db", 5432)   # named explicitly: evaluated, but said
+    assert v.allowed and any("a/old has finished (phase Succeeded)" in w for w in v.warnings)
+    assert eng.cluster.live == sum(1 << i for i, p in enumerate(eng.cluster.pods)
+                                   if p.name not in ("old", "crashed"))
+
+
+def test_a_host_network_pods_ip_is_marked_non_portable() -> None:
+    """"Where plugins differ (... hostNetwork pods ...) the spec is followed and the verdict
+    carries a non-portable note" — also when the hostNetwork pod is named by its IP (the node's
+    IP, so evaluated as that external IP)."""
+    eng = engine(*IP_WORLD, DB_FROM_NEW)
+    for text in ("ip:192.168.0.7", "192.168.0.7"):
+        v = eng.check(text, "a/db", 5432)
+        assert not v.allowed and v.src == "ip:192.168.0.7"
+        assert any("non-portable" in n and "hostNetwork" in n and "kube-system/agent" in n
+                   for n in v.notes), v.notes
+        v = eng.check("a/db", text, 80)
+        assert any("hostNetwork" in n and "kube-system/agent" in n for n in v.notes)
+    assert not eng.check("ip:203.0.113.1", "a/db", 5432).notes

@@ -203,3 +203,31 @@ def test_unknown_flow_fields_exit_2(capsys: pytest.CaptureFixture[str], cluster_
     assert err.strip().splitlines()[-1] == (
         f"netiso: error: {flows}: flows[1]: unknown field {bad!r}; "
         "allowed: from, to, port, protocol, expect")
+
+
+def test_ambiguous_ip_and_finished_pod_warn_on_stderr(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path) -> None:
+    """"an IP that is exactly one pod's is that pod" (finished pods do not count); an IP that
+    several running pods claim is evaluated as external, with a warning on stderr naming the
+    flow, so that `-o json` users see it too."""
+    done = pod("prod/old", "10.0.1.1", app="web")
+    done["status"]["phase"] = "Succeeded"
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all([*OBJECTS, done, pod("dev/twin", "10.0.2.2")]))
+    flows = write_flows(tmp_path, [
+        {"from": "dev/tool", "to": "10.0.1.1", "port": 8080, "expect": "allow"},
+        {"from": "10.0.2.2", "to": "prod/web", "port": 8080, "expect": "deny"},  # external
+        {"from": "prod/old", "to": "prod/web", "port": 8080},
+    ])
+    code, out, err = run(capsys, "-o", "json", "simulate", str(path), "--flows", str(flows))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert [(f["from"], f["to"]) for f in doc["flows"]] == [
+        ("dev/tool", "prod/web"), ("ip:10.0.2.2", "prod/web"), ("prod/old", "prod/web")]
+    warnings = [line.split(" warning ", 1)[1] for line in err.splitlines() if " warning " in line]
+    assert warnings == [
+        f"{flows}: flows[1]: ip:10.0.2.2 is the IP of several running pods (dev/tool, dev/twin): "
+        "evaluated as an external IP",
+        f"{flows}: flows[2]: pod prod/old has finished (phase Succeeded): it has no traffic; "
+        "evaluated as if it were running",
+    ]
