@@ -8,33 +8,41 @@ Design decisions:
   A label alone is a claim anyone can copy by hand; the field manager is written by the API
   server. Objects with only the label are reported as skipped, not deleted.
 * **Every namespace, not just today's targets.** What netiso created earlier may sit in a
-  namespace that a later values file no longer targets; uninstall finds it by label everywhere.
-  ``--namespace``/``--selector`` narrow it to some namespaces (taking netiso out of one team's
-  namespaces while leaving the rest isolated).
+  namespace that a later values file no longer targets, or that was labelled
+  ``netiso.io/exclude=true`` after an apply; uninstall finds it by label everywhere, exclusions
+  included (it removes only netiso's own objects, so opting a namespace out never protects
+  anything from it). ``--namespace``/``--selector`` narrow it to some namespaces (taking netiso
+  out of one team's namespaces while leaving the rest isolated).
 * **Kinds**: the bundle's NetworkPolicies, and verification leftovers (probe pods, services,
   config maps, and probe namespaces netiso created). Namespaces go last, each deletion guarded by
   the object's uid so a same-named object created meanwhile is never hit.
+* **The report says what happened, object by object.** An object inside a namespace netiso
+  created is not deleted on its own (the namespace takes it along), so it is reported deleted
+  only once its namespace's deletion was accepted. A failed deletion is reported with its error
+  and the run goes on, except after an error every deletion would hit (unreachable server,
+  rejected credentials, RBAC): then the rest is reported as not attempted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from netiso.bootstrap.apply import MANAGED_BY, MANAGED_SELECTOR
+from netiso.bootstrap.apply import MANAGED_SELECTOR, is_netiso_created
+from netiso.bootstrap.pool import ends_the_run, run_bounded
+from netiso.errors import NetisoError, OperationFailed
 from netiso.kube import (
     CONFIGMAP,
-    FIELD_MANAGER,
     NAMESPACE,
     NETWORK_POLICY,
     POD,
     SERVICE,
     Kube,
     ResourceType,
-    field_managers,
 )
+
+__all__ = ["Target", "UninstallReport", "find_targets", "is_netiso_created", "uninstall"]
 
 # Deletion order: what lives inside namespaces first, the namespaces netiso created last.
 UNINSTALL_KINDS: tuple[ResourceType, ...] = (NETWORK_POLICY, POD, SERVICE, CONFIGMAP, NAMESPACE)
@@ -51,6 +59,9 @@ class Target:
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "namespace": self.namespace, "name": self.name}
 
+    def describe(self) -> str:
+        return f"{self.kind} {self.namespace + '/' if self.namespace else ''}{self.name}"
+
 
 @dataclass
 class UninstallReport:
@@ -59,6 +70,12 @@ class UninstallReport:
     context: str | None
     deleted: list[Target] = field(default_factory=list)
     skipped: list[tuple[Target, str]] = field(default_factory=list)
+    failed: list[tuple[Target, NetisoError]] = field(default_factory=list)
+    not_attempted: list[Target] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.not_attempted
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -66,21 +83,37 @@ class UninstallReport:
             "dryRun": self.dry_run,
             "server": self.server,
             "context": self.context,
-            "summary": {"deleted": len(self.deleted), "skipped": len(self.skipped)},
+            "summary": {"deleted": len(self.deleted), "skipped": len(self.skipped),
+                        "failed": len(self.failed), "notAttempted": len(self.not_attempted)},
             "deleted": [t.to_json() for t in self.deleted],
             "skipped": [{**t.to_json(), "reason": why} for t, why in self.skipped],
+            "failed": [{**t.to_json(), "error": err.one_line()} for t, err in self.failed],
+            "notAttempted": [t.to_json() for t in self.not_attempted],
         }
 
 
-def is_netiso_created(obj: Mapping[str, Any]) -> tuple[bool, str]:
-    """(created by netiso?, why not). Pure."""
-    meta = obj.get("metadata") or {}
-    if (meta.get("labels") or {}).get(MANAGED_BY) != "netiso":
-        return False, "not labelled managed-by netiso"
-    if FIELD_MANAGER not in field_managers(obj):
-        return False, (f"labelled {MANAGED_BY}=netiso but not written by netiso "
-                       f"(managers: {', '.join(field_managers(obj)) or 'none'}); left alone")
-    return True, ""
+def _names(targets: list[Target], limit: int = 5) -> str:
+    shown = ", ".join(t.describe() for t in targets[:limit])
+    return shown + (f" (+{len(targets) - limit} more)" if len(targets) > limit else "")
+
+
+def incomplete_error(report: UninstallReport) -> OperationFailed:
+    """The one-line error for a run that did not delete everything it found."""
+    verb = "would delete" if report.dry_run else "deleted"
+    total = len(report.deleted) + len(report.failed) + len(report.not_attempted)
+    parts = [f"{verb} {len(report.deleted)} of {total} objects"]
+    if report.failed:
+        parts.append(f"failed: {_names([t for t, _ in report.failed])}")
+    if report.not_attempted:
+        parts.append(f"not attempted: {_names(report.not_attempted)}")
+    first = report.failed[0][1] if report.failed else None
+    if first is not None:
+        parts.append(f"first error: {first.one_line()}")
+    err = OperationFailed("; ".join(parts),
+                          hint="fix the cause and rerun `netiso uninstall`: it finds what is left")
+    if first is not None:
+        err.exit_code = first.exit_code
+    return err
 
 
 def find_targets(kube: Kube, scope: Collection[str] | None = None
@@ -104,26 +137,68 @@ def find_targets(kube: Kube, scope: Collection[str] | None = None
     return found, skipped
 
 
+GONE = "already gone (or recreated since it was listed: the new object is left alone)"
+
+
 def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8,
               scope: Collection[str] | None = None) -> UninstallReport:
+    """Delete netiso's objects; the report holds every object's outcome, even after errors."""
     report = UninstallReport(dry_run, kube.server, kube.context)
     found, report.skipped = find_targets(kube, scope)
     netiso_namespaces = {t.name for t in found if t.rt is NAMESPACE}
-
-    def delete(t: Target) -> Target | None:
-        gone = kube.delete(t.rt, t.name, t.namespace, dry_run=dry_run, uid=t.uid)
-        return t if gone else None
-
+    # Objects inside a namespace netiso created go with the namespace; deleting them one by
+    # one first would only be slower. Their outcome is their namespace's.
+    inside: dict[str, list[Target]] = {}
+    batches: list[list[Target]] = []
     for rt in UNINSTALL_KINDS:
-        batch: Sequence[Target] = [t for t in found if t.rt is rt]
-        if rt is not NAMESPACE:
-            # Objects inside a namespace netiso created go with the namespace; deleting them
-            # one by one first would only be slower.
-            inside = [t for t in batch if t.namespace in netiso_namespaces]
-            batch = [t for t in batch if t.namespace not in netiso_namespaces]
-            report.deleted.extend(inside)
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for done in pool.map(delete, batch):
-                if done is not None:
-                    report.deleted.append(done)
+        batch: list[Target] = []
+        for t in found:
+            if t.rt is not rt:
+                continue
+            if rt is not NAMESPACE and t.namespace in netiso_namespaces:
+                inside.setdefault(str(t.namespace), []).append(t)
+            else:
+                batch.append(t)
+        batches.append(batch)
+
+    def delete(t: Target) -> bool:
+        return kube.delete(t.rt, t.name, t.namespace, dry_run=dry_run, uid=t.uid)
+
+    stopped = False
+
+    def done(t: Target, gone: bool | None, exc: BaseException | None) -> None:
+        nonlocal stopped
+        contents = inside.pop(t.name, []) if t.rt is NAMESPACE else []
+        if exc is not None:
+            stopped = stopped or ends_the_run(exc)
+            err = exc if isinstance(exc, NetisoError) else OperationFailed(
+                f"{type(exc).__name__}: {exc}")
+            report.failed.append((t, err))
+            report.not_attempted.extend(contents)
+        elif gone:
+            report.deleted.append(t)
+            report.deleted.extend(contents)
+        else:
+            report.skipped.append((t, GONE))
+            # A namespace already gone took its contents with it; nobody deleted them now.
+            report.skipped.extend((c, GONE) for c in contents)
+
+    for batch in batches:
+        if stopped:
+            report.not_attempted.extend(batch)
+            continue
+        report.not_attempted.extend(run_bounded(batch, delete, done, workers=workers))
+    # Contents of namespaces whose deletion was never attempted.
+    for contents in inside.values():
+        report.not_attempted.extend(contents)
+    # Completion order is the thread pool's, not something a reader can follow: deletion
+    # order by kind, then namespace and name.
+    report.deleted.sort(key=_order)
+    report.not_attempted.sort(key=_order)
+    report.failed.sort(key=lambda pair: _order(pair[0]))
+    report.skipped.sort(key=lambda pair: _order(pair[0]))
     return report
+
+
+def _order(t: Target) -> tuple[int, str, str]:
+    return (UNINSTALL_KINDS.index(t.rt), t.namespace or "", t.name)

@@ -1,6 +1,8 @@
 """`netiso uninstall`: delete everything netiso created (and nothing else).
 
-Result: a table, or the ``UninstallResult`` JSON/YAML document documented in the README.
+Result: a table, or the ``UninstallResult`` JSON/YAML document documented in the README. Exit 1
+(or the first error's own code) when any object netiso found was not deleted; the result is
+printed first, naming each object's outcome.
 """
 
 from __future__ import annotations
@@ -21,11 +23,19 @@ def _table(data: dict[str, Any]) -> Any:
 
         verb = "would delete" if data["dryRun"] else "deleted"
         rows = [[t["kind"], t["namespace"] or "-", t["name"], verb] for t in data["deleted"]]
+        rows += [[t["kind"], t["namespace"] or "-", t["name"], "failed: " + t["error"]]
+                 for t in data["failed"]]
+        rows += [[t["kind"], t["namespace"] or "-", t["name"], "not attempted"]
+                 for t in data["notAttempted"]]
         rows += [[t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"]]
                  for t in data["skipped"]]
         out = [aligned(["KIND", "NAMESPACE", "NAME", "ACTION"], rows)] if rows else []
         done = "would be deleted" if data["dryRun"] else "deleted"
-        out.append(f"{len(data['deleted'])} objects {done}; {len(data['skipped'])} skipped")
+        line = f"{len(data['deleted'])} objects {done}; {len(data['skipped'])} skipped"
+        s = data["summary"]
+        if s["failed"] or s["notAttempted"]:
+            line += f"; {s['failed']} failed; {s['notAttempted']} not attempted"
+        out.append(line)
         console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw
@@ -50,6 +60,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Remove every object netiso created: bundle policies and verification leftovers."""
+        from netiso.bootstrap.uninstall import incomplete_error
         from netiso.bootstrap.uninstall import uninstall as run_uninstall
         from netiso.config import load_values
         from netiso.kube import connect
@@ -69,3 +80,5 @@ def register(app: typer.Typer) -> None:
             report = run_uninstall(kube, dry_run=dry_run, scope=scope)
         data = report.to_json()
         rep.result(data, _table(data))
+        if not report.complete:
+            raise incomplete_error(report)

@@ -34,7 +34,9 @@ from netiso.bootstrap.status import (
     selector_matches,
 )
 from netiso.bootstrap.targets import choose_targets
-from netiso.bootstrap.uninstall import is_netiso_created
+from netiso.bootstrap.uninstall import Target, is_netiso_created
+from netiso.bootstrap.uninstall import incomplete_error as uninstall_incomplete_error
+from netiso.bootstrap.uninstall import uninstall as run_uninstall
 from netiso.bundle import render_bundle
 from netiso.config import load_values
 from netiso.errors import ExitCode, NetisoError
@@ -42,6 +44,7 @@ from netiso.kube import (
     Denied,
     Forbidden,
     Kube,
+    KubeError,
     MissingResourceType,
     Unauthorized,
     Unreachable,
@@ -399,3 +402,79 @@ def test_ctrl_c_cancels_what_has_not_started_and_does_not_wait() -> None:
         assert set(fake.applied) <= {"ns-0", "ns-1"}
     finally:
         release.set()
+
+
+# --- uninstall's report -----------------------------------------------------------------------
+
+
+def _owned(kind: str, name: str, namespace: str | None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "uid": f"uid-{name}",
+                            "labels": {"app.kubernetes.io/managed-by": "netiso"},
+                            "managedFields": [{"manager": "netiso", "operation": "Apply"}]}
+    if namespace:
+        meta["namespace"] = namespace
+    return {"kind": kind, "metadata": meta}
+
+
+LEFTOVERS = {
+    "NetworkPolicy": [_owned("NetworkPolicy", "netiso-default-deny-ingress", "team")],
+    "Pod": [_owned("Pod", "probe-client", "netiso-probe"), _owned("Pod", "probe", "team")],
+    "ConfigMap": [_owned("ConfigMap", "probe-config", "netiso-probe")],
+    "Namespace": [_owned("Namespace", "netiso-probe", None)],
+}
+
+
+def _rows(items: list[Target]) -> list[str]:
+    return [f"{t.kind}/{t.namespace or '-'}/{t.name}" for t in items]
+
+
+def test_uninstall_reports_namespace_contents_only_once_the_namespace_went() -> None:
+    fake = FakeKube(objects=LEFTOVERS)
+    report = run_uninstall(cast(Kube, fake), workers=1)
+    assert report.complete
+    # Contents of the probe namespace were not deleted one by one: they went with it.
+    assert fake.deleted == ["NetworkPolicy/team/netiso-default-deny-ingress", "Pod/team/probe",
+                            "Namespace/-/netiso-probe"]
+    assert _rows(report.deleted) == [  # in deletion order: kind, namespace, name
+        "NetworkPolicy/team/netiso-default-deny-ingress", "Pod/netiso-probe/probe-client",
+        "Pod/team/probe", "ConfigMap/netiso-probe/probe-config", "Namespace/-/netiso-probe"]
+
+
+def test_uninstall_namespace_refused_leaves_its_contents_not_deleted() -> None:
+    def fail(verb: str, where: str) -> None:
+        if where == "Namespace/-/netiso-probe":
+            raise KubeError("API request failed (409 Conflict) for: delete namespaces",
+                            status=409)
+
+    report = run_uninstall(cast(Kube, FakeKube(fail, LEFTOVERS)), workers=1)
+    assert not report.complete
+    assert _rows(report.deleted) == ["NetworkPolicy/team/netiso-default-deny-ingress",
+                                     "Pod/team/probe"]
+    assert _rows([t for t, _ in report.failed]) == ["Namespace/-/netiso-probe"]
+    assert _rows(report.not_attempted) == ["Pod/netiso-probe/probe-client",
+                                           "ConfigMap/netiso-probe/probe-config"]
+    doc = report.to_json()
+    assert doc["summary"] == {"deleted": 2, "skipped": 0, "failed": 1, "notAttempted": 2}
+    err = uninstall_incomplete_error(report)
+    assert "deleted 2 of 5 objects" in err.one_line()
+    assert "409 Conflict" in err.one_line()
+
+
+def test_uninstall_keeps_its_report_when_the_server_goes_away() -> None:
+    def fail(verb: str, where: str) -> None:
+        if where.startswith("NetworkPolicy/"):
+            raise Unreachable("cannot reach the API server at https://fake:6443")
+
+    fake = FakeKube(fail, LEFTOVERS)
+    report = run_uninstall(cast(Kube, fake), workers=1)
+    assert report.deleted == []
+    assert _rows([t for t, _ in report.failed]) == [
+        "NetworkPolicy/team/netiso-default-deny-ingress"]
+    # Nothing after the dead server was tried, and all of it is accounted for.
+    assert fake.deleted == ["NetworkPolicy/team/netiso-default-deny-ingress"]
+    assert sorted(_rows(report.not_attempted)) == sorted([
+        "Pod/team/probe", "Namespace/-/netiso-probe", "Pod/netiso-probe/probe-client",
+        "ConfigMap/netiso-probe/probe-config"])
+    err = uninstall_incomplete_error(report)
+    assert err.exit_code is ExitCode.FAILED
+    assert "https://fake:6443" in err.one_line()
