@@ -36,6 +36,20 @@ items:
     assert parse_documents(as_json, "f.json") == objs
 
 
+def test_json_and_flow_style_yaml_read_alike() -> None:
+    """"FILE: YAML or JSON": JSON read as JSON, YAML that merely looks like it (flow style,
+    comments) still read as YAML, and a top-level array is not an object in either."""
+    as_json = '{"kind": "Pod", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}'
+    flow_yaml = "{kind: Pod, metadata: {name: a, namespace: n}, spec: {}}  # flow style\n"
+    assert parse_documents(as_json, "a.json") == parse_documents(flow_yaml, "a.yaml") == [
+        {"kind": "Pod", "metadata": {"name": "a", "namespace": "n"}, "spec": {}}]
+    for text in ('[{"kind": "Pod"}]', "[{kind: Pod}]"):
+        with pytest.raises(PolicyInputError, match="document 1 is not an object"):
+            parse_documents(text, "array.json")
+    with pytest.raises(PolicyInputError, match=r"^bad.json: not valid YAML or JSON"):
+        parse_documents('{"kind": "Pod",, }', "bad.json")
+
+
 def test_other_kinds_are_skipped_with_a_note() -> None:
     """"other kinds are skipped with a note on stderr" (including other APIs' NetworkPolicy)."""
     loaded = load_objects([
