@@ -78,6 +78,10 @@ def test_apply_status_uninstall_with_exactly_the_role(lab: LabClient, namespace:
                          kubeconfig=netiso_sa, check=False)
     assert denied.stdout.strip() == "no"
 
+    # Nothing wider than the commands use: they list and write, never get or watch.
+    verbs = {v for rule in rendered_role()["rules"] for v in rule["verbs"]}
+    assert verbs == {"list", "create", "patch", "delete"}
+
     applied = netiso("-o", "json", "apply", "-n", namespace, kubeconfig=netiso_sa)
     assert applied.returncode == 0, applied.stderr
     assert json.loads(applied.stdout)["summary"]["created"] >= 4
