@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -46,6 +47,20 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@dataclass
+class _Parsed:
+    """What the global callback parsed, kept for ``main``'s error handling.
+
+    Once a command fails, click's context is gone; the raw argv cannot say whether "-v" was the
+    verbose flag or the value of another option (`render -f -v`), but the parser could.
+    """
+
+    verbose: int = 0
+
+
+_parsed = _Parsed()
 
 
 @app.callback()
@@ -104,11 +119,12 @@ def _global_options(
         typer.Option(
             "--yes",
             "-y",
-            help="Assume yes for disruptive steps; required without a TTY.",
+            help="Assume yes for disruptive steps (no command has one yet).",
             metavar="",
         ),
     ] = False,
 ) -> None:
+    _parsed.verbose = verbose
     ctx.obj = Reporter(
         GlobalOptions(
             kubeconfig=kubeconfig,
@@ -140,7 +156,7 @@ for _module in (
 # Global options, so they may also follow the subcommand (`netiso render -n x -o json`).
 _GLOBAL_VALUED = frozenset({"--kubeconfig", "--context", "--output", "-o"})
 _GLOBAL_FLAGS = frozenset({"--verbose", "--quiet", "--no-color", "--yes", "-y"})
-_SHORT_COUNTS = re.compile(r"^-[vq]+$")
+_SHORT_COUNTS = re.compile(r"-[vq]+")
 
 
 def _is_global(arg: str) -> tuple[bool, bool]:
@@ -150,7 +166,7 @@ def _is_global(arg: str) -> tuple[bool, bool]:
         return True, "=" not in arg
     if arg.startswith("-o") and not arg.startswith("--"):
         return True, False  # -ojson
-    return arg in _GLOBAL_FLAGS or bool(_SHORT_COUNTS.match(arg)), False
+    return arg in _GLOBAL_FLAGS or bool(_SHORT_COUNTS.fullmatch(arg)), False
 
 
 def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
@@ -158,7 +174,8 @@ def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
 
     Click only accepts a group's options before the subcommand; people type
     `netiso render -n prod -o json`. Options the subcommand defines itself stay where they are,
-    and so does everything after `--`.
+    and so does everything after `--`. A valued global option that ends the line without its
+    value raises click's "requires an argument" error.
     """
     i = 0
     while i < len(args) and args[i].startswith("-") and args[i] != "--":
@@ -188,6 +205,12 @@ def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
             j += step
             continue
         is_global, takes_value = _is_global(arg)
+        if is_global and takes_value and j + 1 == len(tail):
+            # Moved in front, it would take the subcommand as its value and the error would name
+            # the wrong option; left in place, click would call it unknown. Say what is wrong.
+            from typer._click.exceptions import BadOptionUsage
+
+            raise BadOptionUsage(name, f"Option '{name}' requires an argument.")
         if is_global:
             step = 2 if takes_value else 1
             moved += tail[j : j + step]
@@ -198,16 +221,15 @@ def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
     return [*args[:i], *moved, args[i], *rest]
 
 
-def _verbosity(argv: list[str]) -> int:
-    count = 0
-    for arg in argv:
-        if arg == "--":
-            break
-        if arg == "--verbose":
-            count += 1
-        elif re.fullmatch(r"-v+", arg):
-            count += len(arg) - 1
-    return count
+def _leading_globals(args: list[str]) -> list[str]:
+    """The global options before the subcommand (all of them, once hoisted)."""
+    out: list[str] = []
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        is_global, takes_value = _is_global(args[i])
+        out.append(args[i])
+        i += 2 if is_global and takes_value else 1
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -216,13 +238,19 @@ def main(argv: list[str] | None = None) -> None:
     from typer.exceptions import Abort, Exit
 
     args = sys.argv[1:] if argv is None else list(argv)
+    _parsed.verbose = 0  # tests call main() repeatedly in one process
+    no_color_before = os.environ.get("NO_COLOR")
     try:
         group = typer.main.get_command(app)
         assert isinstance(group, TyperGroup)
         args = hoist_global_options(group, args)
+        if "--no-color" in _leading_globals(args):
+            # Help is printed while parsing, before the callback sees --no-color; typer's rich
+            # console honours NO_COLOR, so say it there (restored below for in-process callers).
+            os.environ["NO_COLOR"] = "1"
         group.main(args=args, prog_name="netiso", standalone_mode=False)
     except NetisoError as exc:
-        if _verbosity(args) > 0:
+        if _parsed.verbose > 0:
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
@@ -255,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         os.dup2(devnull, sys.stdout.fileno())
         sys.exit(0)
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
-        if _verbosity(args) > 0:
+        if _parsed.verbose > 0:
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
@@ -264,4 +292,9 @@ def main(argv: list[str] | None = None) -> None:
             "(rerun with -v for a traceback and report it)\n"
         )
         sys.exit(int(ExitCode.FAILED))
+    finally:
+        if no_color_before is None:
+            os.environ.pop("NO_COLOR", None)
+        else:
+            os.environ["NO_COLOR"] = no_color_before
     sys.exit(0)

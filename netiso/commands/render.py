@@ -16,6 +16,45 @@ import typer
 from netiso.commands._common import reporter
 from netiso.console import OutputFormat
 
+# The bundle's options, as the user spells them: none of them changes the RBAC objects, so
+# passing one with --rbac is a mistake worth saying rather than ignoring.
+_BUNDLE_OPTIONS = (
+    ("provider", "--provider"),
+    ("values", "--values"),
+    ("namespace", "--namespace"),
+    ("force", "--force"),
+)
+
+
+def _render_rbac(ctx: typer.Context) -> None:
+    from importlib.resources import files
+
+    from typer._click.core import ParameterSource
+
+    from netiso.errors import UsageError
+
+    given = [
+        flag
+        for param, flag in _BUNDLE_OPTIONS
+        if ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise UsageError(
+            f"--rbac cannot be combined with {', '.join(given)}; "
+            "allowed: --rbac alone, with -o json for one JSON List",
+            hint="the RBAC objects do not depend on the bundle's options",
+        )
+    rep = reporter(ctx)
+    text = files("netiso.manifests").joinpath("rbac.yaml").read_text("utf-8")
+    if rep.options.output is OutputFormat.JSON:
+        import yaml
+
+        items = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        rep.result({"apiVersion": "v1", "kind": "List", "items": items})
+    else:
+        # The file itself, comments included: they say which command needs which rule.
+        rep.write(text)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("render")
@@ -59,9 +98,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
         if rbac:
-            from importlib.resources import files
-
-            reporter(ctx).write(files("netiso.manifests").joinpath("rbac.yaml").read_text())
+            _render_rbac(ctx)
             return
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle, to_yaml
         from netiso.config import load_values

@@ -7,6 +7,8 @@ in a subprocess where the real process boundary matters (stdout/stderr split, br
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,16 +107,29 @@ def test_hoisting_keeps_the_subcommands_own_options() -> None:
 # --- exit-code contract ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["detect", "enable", "verify", "bootstrap", "plan"])
+# The commands that have not landed. A command that lands leaves this list in the same change
+# (and its README section says what it does): a crash or a silent exit 0 here is a failure.
+NOT_IMPLEMENTED = ("detect", "enable", "verify", "bootstrap", "plan")
+
+
+@pytest.mark.parametrize("command", NOT_IMPLEMENTED)
 def test_unimplemented_commands_exit_2(capsys: pytest.CaptureFixture[str], command: str) -> None:
     group = typer.main.get_command(app)
     assert command in group.commands  # type: ignore[attr-defined]
     code, out, err = run(capsys, command)
-    if "not implemented yet" not in err:
-        pytest.skip(f"netiso {command} has landed; its own tests cover it")
-    assert code == ExitCode.USAGE
-    assert out == ""
-    assert err.count("\n") == 1
+    assert (code, out, err) == (
+        ExitCode.USAGE,
+        "",
+        f"netiso: error: netiso {command}: not implemented yet\n",
+    )
+
+
+def test_readme_lists_exactly_the_unimplemented_commands() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    documented = set(
+        re.findall(r"^### netiso (\w+)\n\nNot implemented yet \(exit 2\)\.", readme, re.M)
+    )
+    assert documented == set(NOT_IMPLEMENTED)
 
 
 def test_error_classes_map_to_exit_codes() -> None:
@@ -137,6 +152,112 @@ def test_verbose_error_shows_a_traceback(tmp_path: Path) -> None:
     assert loud.returncode == 2
     assert "Traceback" in loud.stderr
     assert loud.stderr.rstrip().splitlines()[-1] == quiet.stderr.rstrip()
+
+
+def test_traceback_only_when_v_was_really_passed(tmp_path: Path) -> None:
+    # `-f -v`: "-v" is the values file's name, not the global option.
+    proc = run_process("render", "-n", "p", "-f", "-v")
+    assert proc.returncode == 2
+    assert proc.stderr == "netiso: error: --values: -v: no such file\n"
+    # -v after the command is the global option (hoisted): the traceback is wanted.
+    loud = run_process("render", "-n", "p", "-f", str(tmp_path / "nope.yaml"), "-v")
+    assert loud.returncode == 2
+    assert "Traceback" in loud.stderr
+
+
+def test_verbosity_does_not_leak_between_in_process_runs(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    missing = str(tmp_path / "nope.yaml")
+    code, _, err = run(capsys, "-v", "render", "-n", "p", "-f", missing)
+    assert code == 2
+    assert "Traceback" in err
+    code, _, err = run(capsys, "render", "-n", "p", "-f", missing)
+    assert code == 2
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["--kubeconfig", "--context", "-o", "--output"])
+def test_trailing_global_option_without_its_value(
+    capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    code, out, err = run(capsys, "render", "-n", "p", option)
+    assert (code, out) == (ExitCode.USAGE, "")
+    assert err == f"netiso: error: Option '{option}' requires an argument.\n"
+
+
+def test_python_dash_m_netiso() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "netiso", "-o", "json", "version"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["bundleVersion"] == "v1"
+    bad = subprocess.run(
+        [sys.executable, "-m", "netiso", "frobnicate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("netiso: error: No such command")
+
+
+def _help_on_a_terminal(*argv: str, no_color_env: bool = False) -> str:
+    """Run `netiso ... --help` with stdout on a pseudo-terminal and return what it drew."""
+    import pty
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("NO_COLOR", "FORCE_COLOR", "PY_COLORS", "GITHUB_ACTIONS", "TERM")
+    }
+    env.update(TERM="xterm-256color", COLUMNS="100")
+    if no_color_env:
+        env["NO_COLOR"] = "1"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from netiso.cli import main; main()", *argv],
+        stdout=slave,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+def _has_colour(text: str) -> bool:
+    """Whether ANSI SGR sequences set a colour (bold or dim alone is not colour: NO_COLOR)."""
+    for params in re.findall(r"\x1b\[([0-9;]*)m", text):
+        codes = [int(c) for c in params.split(";") if c]
+        if any(30 <= c <= 49 or 90 <= c <= 107 for c in codes):
+            return True
+    return False
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_no_color_reaches_the_help() -> None:
+    assert _has_colour(_help_on_a_terminal("--help"))  # the test can see colour
+    for argv in (("--no-color", "--help"), ("render", "--help", "--no-color")):
+        text = _help_on_a_terminal(*argv)
+        assert "Usage" in text
+        assert not _has_colour(text), argv
+    assert not _has_colour(_help_on_a_terminal("--help", no_color_env=True))
 
 
 # --- bad input: one line on stderr, exit 2, nothing on stdout -----------------------------------
@@ -172,6 +293,14 @@ BAD_VALUES = {
     "label-not-string": ("dns: {podSelector: {k8s-app: 1}}\n", "quote it"),
     "bad-nodelocal": ("dns: {nodeLocal: [169.254.20.300]}\n", "not a valid IP"),
     "empty-metadata": ("metadata: {deny: []}\n", "policies.denyMetadataEgress"),
+    "too-deep": ("x: " + "[" * 5000 + "]" * 5000 + "\n", "nesting too deep"),
+    "trailing-newline-name": ('allowFromNamespaces: ["mon\\n"]\n', "not a valid namespace name"),
+    "double-hyphen-port": (
+        "appPorts: [{podSelector: {app: w}, ports: [web--http]}]\n",
+        "'web--http' is not a valid port",
+    ),
+    "scoped-node-local": ('dns: {nodeLocal: ["fe80::1%eth0"]}\n', "has a scope"),
+    "empty-label-key": ("dns: {podSelector: {'': x}}\n", "dns.podSelector: empty label key"),
 }
 
 
@@ -202,6 +331,11 @@ BAD_FLAGS = {
     "unknown-command": (["frobnicate"], "No such command"),
     "bad-output": (["-o", "xml", "version"], "xml"),
     "values-is-dir": (["render", "-n", "p", "--values", "/"], "is a directory"),
+    "trailing-newline-namespace": (["render", "-n", "prod\n"], "not a valid namespace name"),
+    "rbac-with-namespace": (["render", "--rbac", "-n", "p"], "--rbac cannot be combined"),
+    "rbac-with-values": (["render", "--rbac", "-f", "v.yaml"], "--rbac cannot be combined"),
+    "rbac-with-provider": (["render", "-p", "gke", "--rbac"], "--rbac cannot be combined"),
+    "rbac-with-force": (["render", "--rbac", "--force"], "--rbac cannot be combined"),
 }
 
 

@@ -105,3 +105,32 @@ def test_quiet_hides_notes_but_not_results(tmp_path: Path) -> None:
     assert "not rendered" in loud.stderr
     assert quiet.stderr == ""
     assert quiet.stdout == loud.stdout
+
+
+def _rbac_objects() -> list[dict[str, object]]:
+    from importlib.resources import files
+
+    text = files("netiso.manifests").joinpath("rbac.yaml").read_text()
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def test_render_rbac_yaml_and_json() -> None:
+    plain = netiso("render", "--rbac")
+    assert plain.returncode == 0, plain.stderr
+    assert [d for d in yaml.safe_load_all(plain.stdout) if d] == _rbac_objects()
+    as_json = netiso("render", "--rbac", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    doc = json.loads(as_json.stdout)
+    assert doc == {"apiVersion": "v1", "kind": "List", "items": _rbac_objects()}
+    assert "ClusterRole" in {item["kind"] for item in doc["items"]}
+
+
+def test_render_rbac_refuses_bundle_options() -> None:
+    proc = netiso("render", "--rbac", "-n", "p", "-p", "eks")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == (
+        "netiso: error: --rbac cannot be combined with --provider, --namespace; "
+        "allowed: --rbac alone, with -o json for one JSON List "
+        "(the RBAC objects do not depend on the bundle's options)\n"
+    )
