@@ -8,6 +8,10 @@ is a failure with the same reason, so a green CI cannot hide untested enforcemen
 Tests marked ``lab_teardown`` destroy the lab they run against; they run only when selected
 explicitly (``-m lab_teardown``), as a separate, final pytest invocation, so a developer's shared
 lab is never torn down by an ordinary test run.
+
+In CI a running lab that another checkout started is refused (``tests.lab.lab.check_reuse``): its
+node agent and network code are that checkout's, so passing tests would prove nothing about this
+one. Locally it is reused, as the ``lab`` fixture always has.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import os
 
 import pytest
 
-from tests.lab.lab import host_unavailable_reason
+from tests.lab import controlplane
+from tests.lab.lab import check_reuse, host_unavailable_reason
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -46,6 +51,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if reason is None and os.environ.get("NETISO_SKIP_LAB") == "1":
         reason = "NETISO_SKIP_LAB=1"
     if reason is None:
+        if item.get_closest_marker("lab"):
+            try:
+                check_reuse()
+            except controlplane.LabError as exc:
+                pytest.fail(str(exc), pytrace=False)
         return
     if _in_ci():
         pytest.fail(f"lab test cannot run in CI: {reason}", pytrace=False)

@@ -70,7 +70,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"enforcement {args.state}")
         return 0
     if args.command == "leftovers":
-        left = network.leftovers() + [f"process {p}" for p in controlplane.scan_lab_processes()]
+        # Processes count too: network.leftovers() lists every one carrying the lab's marker.
+        left = network.leftovers()
         for item in left:
             print(item)
         return 1 if left else 0
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command in ("up", "down", "enforce"):
-            with lab.exclusive():
+            with lab.exclusive(log=lambda text: print(f"lab: {text}", file=sys.stderr)):
                 return _run(args)
         return _run(args)
     except (controlplane.LabError, network.LabNetworkError, build.BuildError, ValueError) as exc:

@@ -2,9 +2,10 @@
 
 Every process is started detached (own session, so its process group survives the ``up`` that
 started it and can be signalled as a whole), with its pid in ``<state>/pids/<name>.pid`` and its
-output in ``<state>/logs/<name>.log``. A pid file alone is never trusted before a kill: the pid
-must still belong to a process whose executable or command line is ours (pids get recycled after a
-crash or a reboot).
+output in ``<state>/logs/<name>.log``, and an environment marker naming it
+(``NETISO_LAB_PROCESS=<name>``). A pid file alone is never trusted before a kill: the pid must still
+belong to a process carrying that marker (pids get recycled after a crash or a reboot), and the
+/proc scan of ``down`` trusts the marker alone, never a command line.
 
 Choices that shape the lab (each visible to netiso, so each mirrors a real cluster):
 
@@ -129,14 +130,6 @@ def read_pid(name: str) -> int | None:
         return None
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
-
-
 def _is_zombie(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -145,34 +138,30 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
 
 
-def is_lab_process(pid: int) -> bool:
-    """True when ``pid`` runs a lab binary or a lab Python module (not a recycled pid)."""
+def lab_role(pid: int) -> str | None:
+    """The role a live lab process was started with (its NETISO_LAB_PROCESS value), or None.
+
+    The environment marker is the only thing that makes a process the lab's: every process the lab
+    starts carries it (start_process, the metadata server, pod containers, exec_in_pod), and it
+    survives `ip netns exec` and every exec after it. A command line is not enough: anyone may run
+    a `tests.lab.*` module or one of the cached binaries for their own purposes.
+    """
     if _is_zombie(pid):
-        return False
-    argv = _cmdline(pid)
-    if not argv:
-        return False
-    cache_bin = str(build.cache_dir() / "bin") + "/"
-    try:
-        exe = os.readlink(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    # argv anywhere, not just argv[0]: `ip netns exec NS <binary>` is still `ip` for a moment
-    # before it execs, and must already count as the component it is about to become.
-    if exe.startswith(cache_bin) or any(a.startswith(cache_bin) for a in argv):
-        return True
-    if any(a.startswith("tests.lab.") for a in argv[1:4]):
-        return True
-    return _has_marker(pid)
-
-
-def _has_marker(pid: int) -> bool:
+        return None
     try:
         environ = Path(f"/proc/{pid}/environ").read_bytes()
     except OSError:
-        return False
-    return any(item.startswith(network.PROCESS_MARKER.encode() + b"=")
-               for item in environ.split(b"\0"))
+        return None
+    key = network.PROCESS_MARKER.encode() + b"="
+    for item in environ.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode(errors="replace")
+    return None
+
+
+def is_lab_process(pid: int) -> bool:
+    """True when ``pid`` is alive and carries the lab's marker (not a recycled pid)."""
+    return lab_role(pid) is not None
 
 
 def _ancestors() -> set[int]:
@@ -187,9 +176,13 @@ def _ancestors() -> set[int]:
 
 
 def running(name: str) -> int | None:
-    """The pid of component ``name`` if it is alive and really ours."""
+    """The pid of component ``name`` if it is alive and really ours.
+
+    Its marker must name the component: start_process marks each process with its own name, so
+    a pid file pointing at a recycled pid (even one of another lab process) is not believed.
+    """
     pid = read_pid(name)
-    if pid is not None and is_lab_process(pid):
+    if pid is not None and lab_role(pid) == name:
         return pid
     return None
 
@@ -238,7 +231,7 @@ def stop_process(name: str, *, grace: float = 5.0) -> None:
 
 
 def scan_lab_processes() -> list[int]:
-    """Every live process running a cached lab binary or ``tests.lab.*`` module, or marked."""
+    """Every live process carrying the lab's marker (how `down` finds them after a crash)."""
     # Never ourselves or an ancestor: `down` may run under a process that carries the marker.
     protected = _ancestors()
     found = []

@@ -6,8 +6,9 @@ namespace and never in the host's. It finds "its" pods by ``status.hostIP`` equa
 InternalIP, so the node agent's truthful pod status is what makes enforcement line up.
 
 ``on`` returns only when every node's filter table has kube-router's top-level chains hooked in
-(FORWARD -> KUBE-ROUTER-FORWARD) — before that, policies are accepted but not enforced, which is
-exactly the state a test of "enforcement off" wants to be able to tell apart.
+(FORWARD -> KUBE-ROUTER-FORWARD) and each newly started kube-router has logged its first full
+policy sync — before that, policies are accepted but not (all) enforced, which is exactly the
+state a test of "enforcement off" wants to be able to tell apart.
 
 ``off`` stops kube-router and removes its rules itself: v2.1.0's ``--cleanup-config`` builds an
 empty policy controller whose cleanup iterates no iptables handler, so it would leave every chain
@@ -76,9 +77,20 @@ def process_name(node: EnforcedNode) -> str:
     return f"kube-router-{node.name}"
 
 
+# iptables-save/restore and ipset answer in well under a second; a minute means a wedged xtables
+# lock or kernel, and an error naming the command beats a test run that never ends.
+COMMAND_TIMEOUT = 60.0
+
+
 def _netns(netns: str, *argv: str, check: bool = True, stdin: str | None = None) -> str:
-    proc = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin,
-                          capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin,
+                              capture_output=True, text=True, check=False,
+                              timeout=COMMAND_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        raise controlplane.LabError(
+            f"`{' '.join(argv)}` in netns {netns} did not finish in {COMMAND_TIMEOUT:.0f} s"
+        ) from exc
     if check and proc.returncode != 0:
         raise controlplane.LabError(
             f"`{' '.join(argv)}` in netns {netns} failed: {proc.stderr.strip()}"
@@ -108,11 +120,17 @@ def _hooked(netns: str) -> bool:
 
 def _apply_rbac() -> None:
     kubectl = build.binary("kubectl")
-    proc = subprocess.run(
-        [str(kubectl), "--kubeconfig", str(controlplane.paths().admin_kubeconfig),
-         "apply", "--server-side", "--field-manager=netiso-lab", "-f", "-"],
-        input=RBAC, capture_output=True, text=True, check=False,
-    )
+    try:
+        proc = subprocess.run(
+            [str(kubectl), "--kubeconfig", str(controlplane.paths().admin_kubeconfig),
+             "apply", "--server-side", "--field-manager=netiso-lab", "--request-timeout=30s",
+             "-f", "-"],
+            input=RBAC, capture_output=True, text=True, check=False, timeout=COMMAND_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise controlplane.LabError(
+            f"applying kube-router RBAC did not finish in {COMMAND_TIMEOUT:.0f} s"
+        ) from exc
     if proc.returncode != 0:
         raise controlplane.LabError(f"applying kube-router RBAC failed: {proc.stderr.strip()}")
 

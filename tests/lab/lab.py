@@ -3,12 +3,14 @@
 ``up`` is idempotent and incremental: every step first looks at what is already running (pid
 files checked against /proc, readiness endpoints, Node conditions) and only starts what is
 missing, so a second ``up`` on a healthy lab costs a few API calls. ``down`` never trusts state it
-may have lost in a crash: it kills by pid file, then by scanning /proc for anything running one of
-our cached binaries or a ``tests.lab.*`` module (or carrying the network's process marker), then
-lets the network remove namespaces, links, chains and ipsets by their reserved names.
+may have lost in a crash: it kills by pid file, then by scanning /proc for processes carrying the
+lab's environment marker (never by command line: other tools run the same binaries and modules),
+then lets the network remove namespaces, links, chains and ipsets by their reserved names.
 
-The lab's shape (flavour, nodes) is written to ``<state>/lab.json`` by ``up`` so that ``status``,
-``enforce`` and the pytest fixture act on the lab that is actually running, not on defaults.
+The lab's shape (flavour, nodes) and origin (the checkout and git revision whose code runs it) are
+written to ``<state>/lab.json`` by ``up`` so that ``status``, ``enforce`` and the pytest fixture
+act on the lab that is actually running, not on defaults, and so that CI can refuse a lab another
+checkout started.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import http.client
 import json
 import os
 import shutil
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tests.lab import build, controlplane, dns, enforcement, kubeapi, network
@@ -38,24 +41,114 @@ def _stderr(text: str) -> None:
     print(f"lab: {text}", file=sys.stderr, flush=True)
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Which checkout's code runs the lab: its root and, if git answers, its HEAD revision."""
+
+    repo: str
+    revision: str | None = None
+
+
+def current_origin() -> Origin:
+    try:
+        proc = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=False, timeout=5)
+        revision = proc.stdout.strip() if proc.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired):
+        revision = None
+    return Origin(str(REPO_ROOT), revision or None)
+
+
 @dataclass
 class LabSpec:
     flavor: str = "generic"
     nodes: list[network.NodeSpec] = field(default_factory=network.default_nodes)
     enforce: bool = True
+    # None only for a lab.json written before origins were recorded.
+    origin: Origin | None = None
 
     def enforced_nodes(self) -> list[enforcement.EnforcedNode]:
         return [enforcement.EnforcedNode(n.name, n.netns) for n in self.nodes]
 
     def to_json(self) -> str:
-        return json.dumps({"flavor": self.flavor, "enforce": self.enforce,
-                           "nodes": [asdict(n) for n in self.nodes]}, indent=2)
+        data: dict[str, object] = {"flavor": self.flavor, "enforce": self.enforce,
+                                   "nodes": [asdict(n) for n in self.nodes]}
+        if self.origin is not None:
+            data["origin"] = asdict(self.origin)
+        return json.dumps(data, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> LabSpec:
         data = json.loads(text)
+        origin = data.get("origin")
         return cls(flavor=data["flavor"], enforce=bool(data.get("enforce", True)),
-                   nodes=[network.NodeSpec(**n) for n in data["nodes"]])
+                   nodes=[network.NodeSpec(**n) for n in data["nodes"]],
+                   origin=Origin(**origin) if isinstance(origin, dict) else None)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def foreign_origin(spec: LabSpec | None, here: Origin) -> str | None:
+    """Why a running lab described by ``spec`` is not this checkout's, or None when it is.
+
+    Only the checkout counts: a lab this checkout started at an older revision is still its own
+    (developers keep a lab across commits). An unknown origin is foreign: nothing says whose
+    code the node agent runs.
+    """
+    if spec is None:
+        return None
+    if spec.origin is None:
+        return "the running lab's lab.json records no origin (started by an older lab version)"
+    if spec.origin.repo != here.repo:
+        return (f"the running lab was started from another checkout ({spec.origin.repo}, "
+                f"revision {spec.origin.revision or 'unknown'}); this one is {here.repo}")
+    return None
+
+
+def _agent_origin() -> Origin | None:
+    """The checkout a running node agent was started from, read from its environment.
+
+    For a lab.json written before origins were recorded: _agent_env puts the starting checkout
+    first on the agent's PYTHONPATH. The revision is unknown (HEAD may have moved since).
+    """
+    pid = controlplane.running(NODE_AGENT)
+    if pid is None:
+        return None
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in environ:
+        if item.startswith(b"PYTHONPATH="):
+            first = item.split(b"=", 1)[1].decode(errors="replace").split(os.pathsep)[0]
+            return Origin(first) if first else None
+    return None
+
+
+def _with_origin(spec: LabSpec | None) -> LabSpec | None:
+    """``spec`` with its origin filled in from the running agent when lab.json lacks one."""
+    if spec is None or spec.origin is not None:
+        return spec
+    return replace(spec, origin=_agent_origin())
+
+
+def check_reuse(spec: LabSpec | None = None) -> None:
+    """In CI, refuse to reuse a running lab that another checkout started (its node agent and
+    network code are that checkout's, so a green run would prove nothing about this one).
+    Locally, reuse stays allowed: several worktrees may share one lab on purpose."""
+    if not in_ci():
+        return
+    if controlplane.running(NODE_AGENT) is None:
+        return
+    reason = foreign_origin(_with_origin(spec if spec is not None else load_spec()),
+                            current_origin())
+    if reason is not None:
+        raise controlplane.LabError(
+            f"CI refuses to reuse this lab: {reason}. Take it down first "
+            "(`python -m tests.lab down` from that checkout) or run on a clean machine"
+        )
 
 
 def host_unavailable_reason() -> str | None:
@@ -71,21 +164,66 @@ def host_unavailable_reason() -> str | None:
 
 
 LOCK_FILE = Path("/var/tmp/netiso-lab.lock")
+# A cold `up` builds the binaries under the lock (about 15 min on a loaded 2-core machine); a
+# waiter must outlast that, but not wait forever for a holder that hangs.
+LOCK_TIMEOUT = 1200.0
 
 
 @contextlib.contextmanager
-def exclusive() -> Iterator[None]:
+def exclusive(timeout: float | None = None, *, log: Log | None = None) -> Iterator[None]:
     """Serialise lab-changing operations (up, down, enforce) across processes on this machine.
 
     Several people and pytest sessions share one lab: two concurrent `up`s would both start etcd
-    and one would die on the port. Lab operations take this lock; readers (status) do not.
+    and one would die on the port. Lab operations take this lock; readers (status) do not. The
+    holder writes its pid and command line into the lock file, so a waiter that gives up after
+    ``timeout`` seconds (default LOCK_TIMEOUT, or NETISO_LAB_LOCK_TIMEOUT) can name it.
     """
-    with open(LOCK_FILE, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+    if timeout is None:
+        timeout = float(os.environ.get("NETISO_LAB_LOCK_TIMEOUT", LOCK_TIMEOUT))
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise controlplane.LabError(
+                        f"the lab lock {LOCK_FILE} is still held after {timeout:.0f} s by "
+                        f"{_lock_holder(fd)}; wait for it or stop that process"
+                    ) from None
+                if not announced and log is not None:
+                    log(f"waiting for the lab lock, held by {_lock_holder(fd)}")
+                    announced = True
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, _holder_line().encode(), 0)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder_line() -> str:
+    try:
+        argv = Path("/proc/self/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        argv = "?"
+    return f"pid {os.getpid()} since {time.strftime('%H:%M:%S')}: {argv[:200]}\n"
+
+
+def _lock_holder(fd: int) -> str:
+    """What the current holder wrote into the lock file (best effort: it may be mid-write)."""
+    try:
+        text = os.pread(fd, 512, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "an unknown process (it wrote nothing into the lock file)"
 
 
 def spec_file() -> Path:
@@ -209,15 +347,29 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
         log(f"built {', '.join(built)}")
     phase("build")
 
-    if (running_spec is not None and controlplane.running(NODE_AGENT) is not None
+    here = current_origin()
+    agent_running = controlplane.running(NODE_AGENT) is not None
+    if agent_running:
+        running_spec = _with_origin(running_spec)
+        check_reuse(running_spec)
+        foreign = foreign_origin(running_spec, here)
+        if foreign is not None:
+            log(f"note: {foreign}; reusing it (CI would refuse)")
+    if (running_spec is not None and agent_running
             and (running_spec.flavor, running_spec.nodes) != (spec.flavor, spec.nodes)):
         # A running agent was started for another shape. Its Nodes are deleted, not patched:
         # spec.providerID is immutable once set, so an eks node cannot become a gke node.
         log(f"re-registering nodes: flavour {running_spec.flavor} -> {spec.flavor}")
         controlplane.stop_process(NODE_AGENT)
+        agent_running = False
         for node in running_spec.nodes:
             with contextlib.suppress(OSError, http.client.HTTPException):
                 controlplane.api_call("DELETE", f"/api/v1/nodes/{node.name}")
+    # The origin is whoever's code the node agent runs: kept while that agent keeps running.
+    if agent_running:
+        spec.origin = (running_spec.origin if running_spec is not None else None) or _agent_origin()
+    else:
+        spec.origin = here
     _save_spec(spec)
 
     log("network: fabric, nodes, metadata host, safety rules")
@@ -286,9 +438,8 @@ def down(*, log: Log = _stderr) -> list[str]:
                 shutil.rmtree(entry, ignore_errors=True)
             else:
                 entry.unlink(missing_ok=True)
-    left = network.leftovers()
-    left += [f"process {pid}" for pid in controlplane.scan_lab_processes()]
-    return left
+    # Processes count too: network.leftovers() lists every one carrying the lab's marker.
+    return network.leftovers()
 
 
 def status() -> list[tuple[str, str]]:
@@ -314,6 +465,9 @@ def status() -> list[tuple[str, str]]:
     else:
         rows.append(("enforcement", enforcement.state(spec.enforced_nodes())))
         rows.append(("flavor", spec.flavor))
+        origin = spec.origin or _agent_origin()
+        rows.append(("origin", f"{origin.repo} @ {(origin.revision or 'unknown')[:12]}"
+                     if origin else "unknown (not recorded)"))
     return rows
 
 
