@@ -1,21 +1,31 @@
-"""``down`` leaves nothing behind: no lab netns, link, chain, ipset or process.
+"""``down`` leaves nothing of the lab behind, and touches nothing that is not the lab's.
 
 This test destroys the lab, so it is marked ``lab_teardown`` and runs only when selected
 (``pytest -m lab_teardown tests/cluster/test_lab_teardown.py``) as the last step of CI. Outside CI
 it refuses to touch a lab that is already running (someone else's, on a shared machine); in CI
 the final invocation owns the machine, so it takes down whatever lab is left and checks that.
+
+Canaries the test creates itself (a netns, an iptables chain, an ipset, a process in that netns
+whose command line names a ``tests.lab`` module and a cached lab binary, but which carries no lab
+marker) must all survive ``down``: teardown works from the lab's reserved names and its process
+marker, never from look-alikes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
-from tests.lab import controlplane, enforcement, network
+from tests.lab import build, controlplane, enforcement, network
 from tests.lab import lab as lab_mod
 
 pytestmark = pytest.mark.lab_teardown
@@ -26,7 +36,63 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           text=True, check=False, timeout=600, cwd=lab_mod.REPO_ROOT)
 
 
-def test_down_removes_every_lab_object_and_process() -> None:
+def _sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=30)
+
+
+@dataclass
+class Canaries:
+    netns: str
+    chain: str
+    ipset: str
+    process: subprocess.Popen[bytes]
+
+    def alive(self) -> list[str]:
+        """The canaries still present (all four, when `down` kept its hands off them)."""
+        found = []
+        if (network.RUN_NETNS / self.netns).exists():
+            found.append("netns")
+        if _sh("iptables", "-w", "5", "-S", self.chain).returncode == 0:
+            found.append("chain")
+        if _sh("ipset", "list", "-n", self.ipset).returncode == 0:
+            found.append("ipset")
+        if self.process.poll() is None:
+            found.append("process")
+        return found
+
+
+@pytest.fixture
+def canaries() -> Iterator[Canaries]:
+    tag = uuid.uuid4().hex[:8]
+    netns, chain, ipset = f"canary-netiso-{tag}", f"CANARY-NLAB-{tag}", f"canary-nlab-{tag}"
+    assert _sh("ip", "netns", "add", netns).returncode == 0
+    assert _sh("iptables", "-w", "5", "-N", chain).returncode == 0
+    assert _sh("iptables", "-w", "5", "-A", chain, "-j", "RETURN").returncode == 0
+    assert _sh("ipset", "create", ipset, "hash:ip").returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != network.PROCESS_MARKER}
+    # What the old /proc scan would have killed: a tests.lab module name and a cached binary
+    # path in its argv, running in a netns; not started by the lab, so no marker.
+    process = subprocess.Popen(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", "import time; time.sleep(900)",
+         "tests.lab.canary", str(build.binary("etcd"))],
+        env=env, start_new_session=True,
+    )
+    found = Canaries(netns, chain, ipset, process)
+    try:
+        yield found
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        _sh("ip", "netns", "del", netns)
+        _sh("iptables", "-w", "5", "-F", chain)
+        _sh("iptables", "-w", "5", "-X", chain)
+        _sh("ipset", "destroy", ipset)
+
+
+# Up to two CLI runs of up to 600 s each (an `up`, a `down`): more than the suite's default.
+@pytest.mark.timeout(1500)
+def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
     in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
     if lab_mod.is_up() and not in_ci:
         pytest.skip("a lab is running (maybe another engineer's): not tearing it down")
@@ -43,17 +109,28 @@ def test_down_removes_every_lab_object_and_process() -> None:
     assert all(enforcement.chains(ns) for ns in netns), "kube-router was enforcing before down"
     assert controlplane.scan_lab_processes(), "lab processes were running before down"
 
+    assert network.lab_root_routes(), "the lab's unreachable routes were in root before down"
+    assert canaries.alive() == ["netns", "chain", "ipset", "process"]
+
     # Crash-like state: pid files gone, so down must find every process by scanning /proc.
     shutil.rmtree(controlplane.paths().pids)
     down = _cli("down")
     assert down.returncode == 0, down.stdout + down.stderr
+    assert "leftover" not in down.stdout, down.stdout
+    assert canaries.alive() == ["netns", "chain", "ipset", "process"], "down removed a canary"
     assert network.leftovers() == []
+    left = _cli("leftovers")
+    assert (left.returncode, left.stdout) == (0, ""), left.stdout + left.stderr
+    assert network.lab_root_routes() == []
     assert controlplane.scan_lab_processes() == []
     assert network.list_netns() == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
     assert "nlab" not in links
     chains = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
     assert "NETISO-LAB" not in chains and "KUBE-ROUTER" not in chains
+    routes = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True,
+                            text=True, check=False).stdout
+    assert f"proto {network.LAB_ROUTE_PROTO}" not in routes and "nlab" not in routes
     sets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True,
                           check=False).stdout
     assert not [s for s in sets.split() if s.startswith(("KUBE-", "nlab", "netiso"))]

@@ -5,7 +5,7 @@ files checked against /proc, readiness endpoints, Node conditions) and only star
 missing, so a second ``up`` on a healthy lab costs a few API calls. ``down`` never trusts state it
 may have lost in a crash: it kills by pid file, then by scanning /proc for processes carrying the
 lab's environment marker (never by command line: other tools run the same binaries and modules),
-then lets the network remove namespaces, links, chains and ipsets by their reserved names.
+then lets the network remove namespaces, links, chains, ipsets and routes by their reserved names.
 
 The lab's shape (flavour, nodes) and origin (the checkout and git revision whose code runs it) are
 written to ``<state>/lab.json`` by ``up`` so that ``status``, ``enforce`` and the pytest fixture
@@ -157,7 +157,7 @@ def host_unavailable_reason() -> str | None:
         return f"the lab needs Linux network namespaces (this is {sys.platform})"
     if os.geteuid() != 0:
         return "the lab needs root (network namespaces, iptables, ipset)"
-    for tool in ("ip", "iptables", "ipset", "busybox", "nsenter"):
+    for tool in ("ip", "iptables", "ipset", "busybox", "nsenter", "setpriv"):
         if shutil.which(tool) is None:
             return f"`{tool}` is missing; run `bash tests/lab/setup.sh`"
     return None

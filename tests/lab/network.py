@@ -1,6 +1,6 @@
 """The lab's network: fabric, node and pod namespaces, the metadata host, safety rules, teardown.
 
-Topology (see /work/notes/lab-contract.md and tests/lab/README.md):
+Topology (tests/lab/README.md describes the whole lab):
 
     root ns  nlab-root 10.250.0.1/24 ──┐
                                        │ br0 in netns netiso-fabric (10.250.0.0/24)
@@ -16,26 +16,44 @@ Design decisions:
   kube-router then sees every pod packet in the node netns' FORWARD chain, as in a real cluster.
 - Pods get routes ONLY to the lab ranges and no default route, so "cannot reach the internet" is a
   routing fact, not a firewall rule that enforcement tests could accidentally flush.
-- The root namespace gets no route to pods or to 169.254.x.x: the host may use 169.254.169.254 for
-  its own cloud metadata, and only the fabric's connected /24 is added there. Pods reach the API
-  server (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back.
+- The root namespace has no path to pods or Services: `up` adds `unreachable` routes (protocol
+  LAB_ROUTE_PROTO, so they are recognisably ours) for the pod and Service CIDRs, and for the fabric
+  /24 under its connected route, so a root process dialling a pod or ClusterIP fails at once
+  instead of leaking the packet to the uplink's default gateway. Pods reach the API server
+  (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back.
+  169.254.x.x gets nothing in root: the host may use 169.254.169.254 for its own cloud metadata,
+  and the lab's link-local addresses live only in the meta and node namespaces.
+- `up` refuses to start when the host already routes any lab range (another cluster, a VPN): the
+  lab's routes would shadow the host's.
 - The cluster DNS Service (10.96.0.10) works through a DNAT in each node netns' nat table to the
   DNS pod's IP: a kube-proxy stand-in for that single Service, so kube-router's filter rules see the
   DNS pod's IP after translation exactly like with kube-proxy. 10.96.0.1:443 is DNATed to the API
   server the same way.
-- Safety in root: chain NETISO-LAB-FWD (FORWARD) drops anything from lab interfaces or lab ranges,
-  and NETISO-LAB-IN (INPUT) lets only loopback and tcp/6443 from nlab-root reach 10.250.0.1. IPv6
-  address generation is off on every lab link so nothing is reachable by link-local address.
-- Teardown finds what to remove by name (netiso-*, nlab*, NETISO-LAB-*) and finds processes both
-  via `ip netns pids` and via the NETISO_LAB_PROCESS environment marker every lab child carries,
-  so it also works after a crash when a netns is already gone but a process still runs.
+- Safety in root, scoped to the lab so the host's own traffic is left to the host's rules (RETURN,
+  never ACCEPT, for anything not the lab's): NETISO-LAB-FWD (FORWARD) drops anything entering or
+  leaving a lab interface; NETISO-LAB-IN (INPUT) lets only tcp/6443 (and replies) in from
+  nlab-root and keeps non-lab interfaces off 10.250.0.1; NETISO-LAB-OUT (OUTPUT) rejects lab
+  destinations leaving through any interface but loopback and the lab's (a second line behind the
+  routes). Each chain is written with one `iptables-restore --noflush`, so a re-run of `up` never
+  leaves it empty for a moment. IPv6 address generation is off on every lab link so nothing is
+  reachable by link-local address.
+- Containers run without the capabilities that reach beyond their pod (CAP_SYS_ADMIN,
+  CAP_NET_ADMIN, CAP_SYS_PTRACE, CAP_MKNOD...; see CONTAINER_CAPS): no setns into the host's
+  namespaces, no route or iptables changes, no mounts. They still run as uid 0 on the host's
+  filesystem, which is the lab's remaining trust assumption (pods run the tests' own commands).
+- Teardown finds what to remove by name (netiso-*, nlab*, NETISO-LAB-*, routes of protocol
+  LAB_ROUTE_PROTO) and finds processes both via `ip netns pids` and via the NETISO_LAB_PROCESS
+  environment marker every lab child carries, so it also works after a crash when a netns is
+  already gone but a process still runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -63,7 +81,15 @@ POD_ROUTES = (
     "169.254.170.23/32",
     f"{NODE_LOCAL_DNS_IP}/32",
 )
-LAB_RANGES = (CLUSTER_CIDR, FABRIC_CIDR)
+# What root must never send to an uplink: everything the lab numbers (pods, Services, fabric).
+# 169.254.x.x is deliberately absent: in root it is the host's (cloud metadata, link-local).
+LAB_RANGES = (FABRIC_CIDR, CLUSTER_CIDR, SERVICE_CIDR)
+# Marks the lab's root routes: `down`/`leftovers` find them by it, and the conflict check tells
+# them from the host's. Any number unused by /etc/iproute2/rt_protos would do.
+LAB_ROUTE_PROTO = "214"
+# Below any connected route (metric 0): for the fabric /24 the `unreachable` route only takes over
+# while nlab-root is missing, e.g. halfway through `up` or `down`.
+LAB_ROUTE_METRIC = "4242"
 
 FABRIC_NS = "netiso-fabric"
 META_NS = "netiso-meta"
@@ -74,6 +100,8 @@ LINK_PREFIX = "nlab"
 BRIDGE = "br0"
 FWD_CHAIN = "NETISO-LAB-FWD"
 IN_CHAIN = "NETISO-LAB-IN"
+OUT_CHAIN = "NETISO-LAB-OUT"
+ROOT_HOOKS = {FWD_CHAIN: "FORWARD", IN_CHAIN: "INPUT", OUT_CHAIN: "OUTPUT"}
 CHAIN_PREFIX = "NETISO-LAB-"
 NODE_NAT_PRE = "NLAB-PREROUTING"
 NODE_NAT_POST = "NLAB-POSTROUTING"
@@ -84,6 +112,17 @@ RUN_NETNS = Path("/run/netns")
 # Absolute paths: container environments put busybox's own `ip` and `nsenter` first on PATH.
 IP = shutil.which("ip", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/bin/ip"
 NSENTER = shutil.which("nsenter", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/bin/nsenter"
+SETPRIV = shutil.which("setpriv", path="/usr/sbin:/usr/bin:/sbin:/bin") or "/usr/bin/setpriv"
+# The capability bounding set of every container process (and of `exec_in_pod`): the container
+# runtimes' default set minus MKNOD (no device cgroup here: a block device node would be the
+# host's disk), SETFCAP (file capabilities on the host's files) and AUDIT_WRITE (the host's audit
+# log). Everything that reaches beyond the pod is gone: SYS_ADMIN (setns, mount, unshare), NET_ADMIN
+# (routes, iptables, even in the pod's own netns), SYS_PTRACE, SYS_MODULE, ... NET_BIND_SERVICE and
+# NET_RAW stay for servers on low ports (dnsmasq on :53) and ping, as in a real pod.
+CONTAINER_CAPS = (
+    "chown", "dac_override", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+    "net_bind_service", "net_raw", "sys_chroot",
+)
 
 
 class LabNetworkError(RuntimeError):
@@ -173,7 +212,12 @@ def resolv_conf(
     dns_config: dict[str, object] | None,
     host_network: bool = False,
 ) -> str:
-    """Kubelet's resolv.conf rules, with the host resolver replaced by nothing (lab safety)."""
+    """Kubelet's resolv.conf rules, with the host resolver replaced by nothing (lab safety).
+
+    `dnsConfig.nameservers` outside the lab's ranges are left out: a pod could not reach them
+    anyway (it has routes only to the lab), and a resolver that silently times out is a worse
+    failure than a missing one. Anything that is not an IPv4 address is left out too.
+    """
     policy = dns_policy or "ClusterFirst"
     nameservers: list[str] = []
     searches: list[str] = []
@@ -185,7 +229,7 @@ def resolv_conf(
         searches = [f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local"]
         options = ["ndots:5"]
     cfg = dns_config or {}
-    nameservers += [str(s) for s in _as_list(cfg.get("nameservers"))]
+    nameservers += [str(s) for s in _as_list(cfg.get("nameservers")) if lab_address(str(s))]
     searches += [str(s) for s in _as_list(cfg.get("searches"))]
     for opt in _as_list(cfg.get("options")):
         if isinstance(opt, dict) and opt.get("name"):
@@ -199,6 +243,15 @@ def resolv_conf(
     if options:
         lines.append("options " + " ".join(options))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def lab_address(text: str) -> bool:
+    """True for an IPv4 address a pod can reach: inside one of the ranges it has routes to."""
+    try:
+        addr = ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return any(addr in ipaddress.IPv4Network(cidr) for cidr in POD_ROUTES)
 
 
 def _as_list(value: object) -> list[object]:
@@ -216,12 +269,17 @@ def hosts_file(ip: str, hostname: str, namespace: str, subdomain: str | None = N
 
 
 def root_safety_rules() -> dict[str, list[list[str]]]:
-    """Rules of the lab's own root-namespace chains (filter table)."""
-    fwd = [["-i", f"{LINK_PREFIX}+", "-j", "DROP"], ["-o", f"{LINK_PREFIX}+", "-j", "DROP"]]
-    for cidr in LAB_RANGES:
-        fwd.append(["-s", cidr, "-j", "DROP"])
+    """Rules of the lab's own root-namespace chains (filter table), keyed by chain.
+
+    Every rule is scoped to a lab interface or a lab address, and a chain's end returns to the
+    host's own rules: the host's traffic (its loopback, its forwarding) is none of the lab's
+    business, and an ACCEPT here would skip the host's later rules for it.
+    """
+    lab_if = f"{LINK_PREFIX}+"
+    fwd = [["-i", lab_if, "-j", "DROP"], ["-o", lab_if, "-j", "DROP"]]
     inp = [
-        ["-i", "lo", "-j", "ACCEPT"],
+        # Root's own connections to the API address run over lo: the host's rules decide.
+        ["-i", "lo", "-j", "RETURN"],
         [
             "-i",
             ROOT_LINK,
@@ -234,11 +292,77 @@ def root_safety_rules() -> dict[str, list[list[str]]]:
             "-j",
             "ACCEPT",
         ],
+        # Replies to root's own connections into the lab (the API server dialling a kubelet).
         ["-i", ROOT_LINK, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
         ["-i", ROOT_LINK, "-j", "DROP"],
+        # Linux accepts a packet for any local address on any interface: keep the uplink off it.
         ["-d", f"{API_IP}/32", "-j", "DROP"],
     ]
-    return {FWD_CHAIN: fwd, IN_CHAIN: inp}
+    out: list[list[str]] = [["-o", "lo", "-j", "RETURN"], ["-o", lab_if, "-j", "RETURN"]]
+    out += [
+        ["-d", cidr, "-j", "REJECT", "--reject-with", "icmp-net-unreachable"]
+        for cidr in LAB_RANGES
+    ]
+    return {FWD_CHAIN: fwd, IN_CHAIN: inp, OUT_CHAIN: out}
+
+
+def chain_restore_text(
+    table: str, chains: dict[str, list[list[str]]], hooks: dict[str, str]
+) -> str:
+    """`iptables-restore --noflush` input that rewrites our chains in one transaction.
+
+    Declaring an existing chain flushes it inside the same commit that refills it, so a re-run of
+    `up` never opens a window with an empty safety chain. `hooks` (chain -> built-in chain) lists
+    only the jumps still missing; they go first in their built-in chain.
+    """
+    lines = [f"*{table}"]
+    lines += [f":{chain} - [0:0]" for chain in chains]
+    for chain, rules in chains.items():
+        lines += [" ".join(["-A", chain, *rule]) for rule in rules]
+    lines += [f"-I {hook} 1 -j {chain}" for chain, hook in hooks.items()]
+    lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
+
+
+def root_route_lines() -> list[str]:
+    """`ip -batch` lines for the root namespace: lab ranges are unreachable, never the uplink."""
+    return [
+        f"route replace unreachable {cidr} proto {LAB_ROUTE_PROTO} metric {LAB_ROUTE_METRIC}"
+        for cidr in LAB_RANGES
+    ]
+
+
+def is_lab_route(route: dict[str, object]) -> bool:
+    """A root route the lab made: ours by protocol, or connected to the lab's own link."""
+    if route.get("dev") == ROOT_LINK:
+        return True
+    return route.get("type") == "unreachable" and str(route.get("protocol")) == LAB_ROUTE_PROTO
+
+
+def foreign_routes(routes: Iterable[dict[str, object]]) -> list[str]:
+    """Host routes (`ip -4 -j route show table all` entries) overlapping a lab range.
+
+    Any of them means the host already uses that range (another cluster's pod network, a VPN):
+    the lab's routes would shadow it, so `up` refuses. Default routes overlap everything and are
+    what the lab's routes are meant to beat, so they do not count.
+    """
+    lab = [ipaddress.IPv4Network(cidr) for cidr in LAB_RANGES]
+    found = []
+    for route in routes:
+        dst = str(route.get("dst", ""))
+        if dst in ("", "default") or is_lab_route(route):
+            continue
+        try:
+            net = ipaddress.IPv4Network(dst, strict=False)
+        except ValueError:
+            continue
+        if net.prefixlen == 0:
+            continue
+        if any(net.overlaps(x) for x in lab):
+            where = f" dev {route['dev']}" if route.get("dev") else ""
+            table = f" table {route['table']}" if route.get("table") else ""
+            found.append(f"{route.get('type', 'unicast')} {dst}{where}{table}")
+    return found
 
 
 def node_nat_rules(node: NodeSpec, dns_target: str | None) -> dict[str, list[list[str]]]:
@@ -283,8 +407,9 @@ def pod_exec_argv(
     busybox `unshare -u` adds a UTS namespace for the pod hostname; the busybox shell then mounts a
     private /dev (minimal device nodes) and /tmp, and bind-mounts the container's host-side
     termination-message file at terminationMessagePath, so `echo msg > /dev/termination-log`
-    works like in a real container and the agent can read it. Finally it execs the process, so the
-    pid the agent holds is the container's own process.
+    works like in a real container and the agent can read it. Finally it execs the process through
+    `setpriv` (capabilities cut to CONTAINER_CAPS: the init needs CAP_SYS_ADMIN for its mounts, the
+    container must not have it), so the pid the agent holds is the container's own process.
     """
     src, dst = termination or ("", "")
     return [
@@ -340,8 +465,29 @@ if [ -n "$2" ]; then
 fi
 cd "${4:-/}" 2>/dev/null || cd /
 shift 4
-exec "$@"
+exec @SETPRIV@ "$@"
 """
+
+
+def setpriv_argv() -> list[str]:
+    """The prefix that drops a process to CONTAINER_CAPS before it execs the given argv.
+
+    The bounding set is what limits root: at exec a uid-0 process gets bounding-set capabilities
+    only. Inheritable and ambient sets are cleared so nothing is passed on otherwise, and
+    no_new_privs keeps setuid binaries and file capabilities from adding any back.
+    """
+    keep = ",".join(f"+{cap}" for cap in CONTAINER_CAPS)
+    return [
+        SETPRIV,
+        "--nnp",
+        "--inh-caps=-all",
+        "--ambient-caps=-all",
+        f"--bounding-set=-all,{keep}",
+        "--",
+    ]
+
+
+_CONTAINER_INIT = _CONTAINER_INIT.replace("@SETPRIV@", shlex.join(setpriv_argv()))
 
 
 def termination_path_supported(path: str) -> bool:
@@ -403,20 +549,38 @@ def _iptables(
     return _run([*prefix, "iptables", "-w", "5", *args], check=check)
 
 
-def _ensure_chain(
-    table: str, chain: str, rules: list[list[str]], hook: str | None, netns: str | None = None
+def _ensure_chains(
+    table: str,
+    chains: dict[str, list[list[str]]],
+    hooks: dict[str, str],
+    netns: str | None = None,
 ) -> None:
-    """(Re)write a chain of our own atomically enough for a lab: create, flush, fill, hook once."""
-    if _iptables(["-t", table, "-S", chain], netns, check=False).returncode != 0:
-        _iptables(["-t", table, "-N", chain], netns)
-    _iptables(["-t", table, "-F", chain], netns)
-    for rule in rules:
-        _iptables(["-t", table, "-A", chain, *rule], netns)
-    if (
-        hook
-        and _iptables(["-t", table, "-C", hook, "-j", chain], netns, check=False).returncode != 0
-    ):
-        _iptables(["-t", table, "-I", hook, "1", "-j", chain], netns)
+    """(Re)write chains of our own in one transaction and hook each into its built-in chain once."""
+    missing = {
+        chain: hook
+        for chain, hook in hooks.items()
+        if _iptables(["-t", table, "-C", hook, "-j", chain], netns, check=False).returncode != 0
+    }
+    prefix = ["ip", "netns", "exec", netns] if netns else []
+    _run(
+        [*prefix, "iptables-restore", "-w", "5", "--noflush"],
+        input=chain_restore_text(table, chains, missing),
+    )
+
+
+def root_routes() -> list[dict[str, object]]:
+    """Every IPv4 route of the root namespace, all tables (`ip -j` objects)."""
+    out = _run([IP, "-4", "-j", "route", "show", "table", "all"]).stdout
+    routes = json.loads(out or "[]")
+    return [r for r in routes if isinstance(r, dict)]
+
+
+def lab_root_routes() -> list[str]:
+    """The lab's `unreachable` routes still present in root (`down` removes them)."""
+    out = _run(
+        [IP, "-4", "route", "show", "table", "main", "proto", LAB_ROUTE_PROTO], check=False
+    ).stdout
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 # ---------------------------------------------------------------- up
@@ -426,9 +590,16 @@ def up(nodes: Sequence[NodeSpec]) -> None:
     """Build (idempotently) fabric, root veth, node namespaces, metadata host and safety rules."""
     if os.geteuid() != 0:
         raise LabNetworkError("the lab network needs root (network namespaces, veths, iptables)")
-    # Safety rules first, so nothing built below is ever reachable from or forwarded to an uplink.
-    for chain, rules in root_safety_rules().items():
-        _ensure_chain("filter", chain, rules, "FORWARD" if chain == FWD_CHAIN else "INPUT")
+    conflicts = foreign_routes(root_routes())
+    if conflicts:
+        raise LabNetworkError(
+            f"this host already routes part of the lab's ranges ({', '.join(LAB_RANGES)}): "
+            f"{'; '.join(conflicts)}. The lab's routes would shadow them; free those ranges "
+            "or run the lab on another machine"
+        )
+    # Safety first, so nothing built below is ever reachable from or forwarded to an uplink.
+    _ip_batch(root_route_lines())
+    _ensure_chains("filter", root_safety_rules(), ROOT_HOOKS)
 
     _add_netns(FABRIC_NS)
     _sysctl(FABRIC_NS, "net.ipv6.conf.all.disable_ipv6", "1")
@@ -525,9 +696,9 @@ def _up_node(node: NodeSpec, nodes: Sequence[NodeSpec]) -> None:
     (etc / "resolv.conf").write_text("")
     current = dns_target(node)
     rules = node_nat_rules(node, current)
-    _ensure_chain("nat", NODE_NAT_DNS, rules[NODE_NAT_DNS], None, node.netns)
-    _ensure_chain("nat", NODE_NAT_PRE, rules[NODE_NAT_PRE], "PREROUTING", node.netns)
-    _ensure_chain("nat", NODE_NAT_POST, rules[NODE_NAT_POST], "POSTROUTING", node.netns)
+    _ensure_chains(
+        "nat", rules, {NODE_NAT_PRE: "PREROUTING", NODE_NAT_POST: "POSTROUTING"}, node.netns
+    )
 
 
 def _up_meta(nodes: Sequence[NodeSpec]) -> None:
@@ -608,7 +779,7 @@ def set_dns_target(nodes: Sequence[NodeSpec], pod_ip: str | None) -> None:
         if not netns_exists(node.netns) or dns_target(node) == pod_ip:
             continue
         rules = node_nat_rules(node, pod_ip)[NODE_NAT_DNS]
-        _ensure_chain("nat", NODE_NAT_DNS, rules, None, node.netns)
+        _ensure_chains("nat", {NODE_NAT_DNS: rules}, {}, node.netns)
         # Stale UDP conntrack entries would keep sending DNS to the previous pod for 30 s+.
         _run(
             [
@@ -719,8 +890,9 @@ def exec_in_pod(
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv in a pod the way `kubectl exec` would: inside its network, mount and UTS namespace
-    (via its running container) with busybox applets first on PATH; falls back to the netns alone
-    when no container process is running. Never raises on a non-zero exit; times out as given."""
+    (via its running container), with the container's capabilities (CONTAINER_CAPS) and busybox
+    applets first on PATH; falls back to the netns alone when no container process is running.
+    Never raises on a non-zero exit; times out as given."""
     from tests.lab import images
 
     applet_dir, _ = images.ensure_applet_dir(state_dir())
@@ -731,6 +903,7 @@ def exec_in_pod(
         prefix = [NSENTER, "-t", str(pid), "-n", "-m", "-u", "--"]
     else:
         prefix = [IP, "netns", "exec", netns]
+    prefix += setpriv_argv()
     try:
         return subprocess.run(
             [*prefix, *argv],
@@ -874,7 +1047,7 @@ def down() -> None:
         _run(["ip", "netns", "del", ns], check=False)
     for link in _root_links():
         _run(["ip", "link", "del", link], check=False)
-    for hook, chain in (("FORWARD", FWD_CHAIN), ("INPUT", IN_CHAIN)):
+    for chain, hook in ROOT_HOOKS.items():
         while _iptables(["-D", hook, "-j", chain], check=False).returncode == 0:
             pass
     for chain in _root_chains():
@@ -887,6 +1060,8 @@ def down() -> None:
             if entry.name.startswith(NETNS_PREFIX):
                 shutil.rmtree(entry, ignore_errors=True)
     (state_dir() / "metadata.pid").unlink(missing_ok=True)
+    # Last: until every lab link and process is gone, root keeps its unreachable routes.
+    _run([IP, "-4", "route", "flush", "table", "main", "proto", LAB_ROUTE_PROTO], check=False)
 
 
 def leftovers() -> list[str]:
@@ -895,6 +1070,7 @@ def leftovers() -> list[str]:
     found += [f"link {link}" for link in _root_links()]
     found += [f"iptables chain {chain}" for chain in _root_chains()]
     found += [f"ipset {name}" for name in _ipsets()]
+    found += [f"route {route}" for route in lab_root_routes()]
     for pid in marked_pids():
         found.append(f"process {pid} ({_environ(pid).get(PROCESS_MARKER)}): {_cmdline(pid)[:120]}")
     if NETNS_ETC.is_dir():

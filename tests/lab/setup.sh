@@ -8,8 +8,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 # iproute2: netns/veth/bridge; iptables+ipset+conntrack: kube-router's firewall and the lab's
-# safety rules; busybox-static: the program behind busybox images; dnsmasq-base: the lab DNS pod.
-packages=(iproute2 iptables ipset conntrack busybox-static dnsmasq-base procps ca-certificates)
+# safety rules; busybox-static: the program behind busybox images; dnsmasq-base: the lab DNS pod;
+# util-linux (essential, so normally present): nsenter for exec, setpriv to drop pods' capabilities.
+packages=(iproute2 iptables ipset conntrack busybox-static dnsmasq-base procps ca-certificates
+    util-linux)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,16 +94,116 @@ def test_resolv_conf_honours_dns_config() -> None:
     assert text == "search x.local\nnameserver 10.244.1.9\noptions ndots:2\n"
 
 
+def test_resolv_conf_keeps_only_lab_nameservers() -> None:
+    servers = ["10.244.1.9", "8.8.8.8", "192.0.2.1", "10.96.0.11", "1.1.1.1\noptions x", "dns"]
+    text = network.resolv_conf("a", "None", {"nameservers": servers})
+    assert text == "nameserver 10.244.1.9\nnameserver 10.96.0.11\n"
+
+
 def test_root_safety_rules_drop_lab_forwarding_and_guard_the_api_address() -> None:
     rules = network.root_safety_rules()
+    assert set(rules) == set(network.ROOT_HOOKS)
     fwd = [" ".join(r) for r in rules[network.FWD_CHAIN]]
-    assert "-s 10.244.0.0/16 -j DROP" in fwd and "-s 10.250.0.0/24 -j DROP" in fwd
-    assert "-i nlab+ -j DROP" in fwd
+    assert fwd == ["-i nlab+ -j DROP", "-o nlab+ -j DROP"]
     inp = [" ".join(r) for r in rules[network.IN_CHAIN]]
+    assert inp[0] == "-i lo -j RETURN"
     assert inp[-1] == "-d 10.250.0.1/32 -j DROP"
     assert any("--dport 6443" in r and "ACCEPT" in r for r in inp)
+    out = [" ".join(r) for r in rules[network.OUT_CHAIN]]
+    assert out[:2] == ["-o lo -j RETURN", "-o nlab+ -j RETURN"]
+    for cidr in ("10.250.0.0/24", "10.244.0.0/16", "10.96.0.0/16"):
+        assert f"-d {cidr} -j REJECT --reject-with icmp-net-unreachable" in out[2:]
     # Nothing in root ever mentions the link-local metadata range: the host may use it.
-    assert not any("169.254" in r for r in fwd + inp)
+    assert not any("169.254" in r for r in fwd + inp + out)
+
+
+def test_root_safety_rules_only_touch_lab_traffic() -> None:
+    """Every verdict is scoped to a lab interface or a lab destination; the host's own traffic
+    (loopback, its forwarding) falls through to the host's rules, never to an ACCEPT of ours."""
+    lab_dests = {f"{network.API_IP}/32", *network.LAB_RANGES}
+    for chain, rules in network.root_safety_rules().items():
+        for rule in rules:
+            verdict = rule[rule.index("-j") + 1]
+            ifaces = {rule[i + 1] for i, a in enumerate(rule) if a in ("-i", "-o")}
+            dests = {rule[i + 1] for i, a in enumerate(rule) if a == "-d"}
+            if verdict == "RETURN":
+                continue
+            assert "-s" not in rule, (chain, rule)
+            if verdict == "ACCEPT":
+                assert ifaces == {network.ROOT_LINK}, (chain, rule)
+            else:
+                lab_if = ifaces and all(i.startswith(network.LINK_PREFIX) for i in ifaces)
+                assert lab_if or (dests and dests <= lab_dests), (chain, rule)
+
+
+def test_chain_restore_text_rewrites_chains_in_one_commit() -> None:
+    text = network.chain_restore_text(
+        "filter",
+        {"NETISO-LAB-FWD": [["-i", "nlab+", "-j", "DROP"]], "NETISO-LAB-IN": []},
+        {"NETISO-LAB-FWD": "FORWARD"},
+    )
+    assert text.splitlines() == [
+        "*filter",
+        ":NETISO-LAB-FWD - [0:0]",
+        ":NETISO-LAB-IN - [0:0]",
+        "-A NETISO-LAB-FWD -i nlab+ -j DROP",
+        "-I FORWARD 1 -j NETISO-LAB-FWD",
+        "COMMIT",
+    ]
+
+
+def test_root_routes_make_every_lab_range_unreachable() -> None:
+    lines = network.root_route_lines()
+    assert [line.split()[3] for line in lines] == list(network.LAB_RANGES)
+    for line in lines:
+        assert line.startswith("route replace unreachable ")
+        assert f"proto {network.LAB_ROUTE_PROTO}" in line
+    for addr in ("10.244.1.5", "10.244.2.9", "10.96.0.10", "10.96.0.1", "10.250.0.11"):
+        assert any(
+            ipaddress.ip_address(addr) in ipaddress.IPv4Network(line.split()[3]) for line in lines
+        ), addr
+    assert not any("169.254" in line for line in lines)
+
+
+# `ip -4 -j route show table all` of a lab host, plus routes another network owner would add.
+HOST_ROUTES: list[dict[str, object]] = [
+    {"dst": "default", "gateway": "192.0.2.1", "dev": "eth0", "flags": []},
+    {"dst": "192.0.2.0/24", "dev": "eth0", "protocol": "kernel", "flags": []},
+    {"dst": "10.250.0.0/24", "dev": "nlab-root", "protocol": "kernel", "flags": []},
+    {"type": "unreachable", "dst": "10.244.0.0/16", "protocol": "214", "flags": []},
+    {"type": "unreachable", "dst": "10.96.0.0/16", "protocol": "214", "flags": []},
+    {"type": "local", "dst": "10.250.0.1", "dev": "nlab-root", "table": "local", "flags": []},
+    {"type": "local", "dst": "127.0.0.0/8", "dev": "lo", "table": "local", "flags": []},
+    {"type": "local", "dst": "192.0.2.2", "dev": "eth0", "table": "local", "flags": []},
+]
+
+
+def test_foreign_routes_ignore_the_lab_and_the_default_route() -> None:
+    assert network.foreign_routes(HOST_ROUTES) == []
+
+
+@pytest.mark.parametrize(
+    ("route", "shown"),
+    [
+        ({"dst": "10.244.5.0/24", "dev": "flannel.1"}, "unicast 10.244.5.0/24 dev flannel.1"),
+        ({"dst": "10.0.0.0/8", "dev": "tun0"}, "unicast 10.0.0.0/8 dev tun0"),
+        ({"type": "local", "dst": "10.96.0.5", "dev": "eth1", "table": "local"},
+         "local 10.96.0.5 dev eth1 table local"),
+        ({"type": "blackhole", "dst": "10.250.0.0/24"}, "blackhole 10.250.0.0/24"),
+        ({"type": "unreachable", "dst": "10.244.0.0/16", "protocol": "static"},
+         "unreachable 10.244.0.0/16"),
+    ],
+)
+def test_foreign_routes_in_lab_ranges_are_reported(route: dict[str, object], shown: str) -> None:
+    assert network.foreign_routes([*HOST_ROUTES, route]) == [shown]
+
+
+def test_foreign_routes_outside_lab_ranges_are_fine() -> None:
+    others: list[dict[str, object]] = [
+        {"dst": "172.17.0.0/16", "dev": "docker0"},
+        {"dst": "10.245.0.0/16", "dev": "x"},
+    ]
+    assert network.foreign_routes([*HOST_ROUTES, *others]) == []
 
 
 def test_node_nat_dnats_dns_only_when_a_target_exists() -> None:
@@ -131,6 +232,24 @@ def test_pod_exec_argv_execs_the_container_process_last() -> None:
     assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
     assert argv[-3:] == ["sh", "-c", "true"]
     assert argv[-7:-3] == ["p", "", "", "/w"]
+    init = argv[argv.index("-c") + 1]
+    assert init.rstrip().splitlines()[-1] == f'exec {shlex.join(network.setpriv_argv())} "$@"'
+
+
+def test_containers_lose_every_capability_that_reaches_beyond_the_pod() -> None:
+    argv = network.setpriv_argv()
+    assert argv[0] == network.SETPRIV and argv[-1] == "--"
+    assert "--nnp" in argv and "--inh-caps=-all" in argv and "--ambient-caps=-all" in argv
+    bounding = next(a for a in argv if a.startswith("--bounding-set="))
+    kept = bounding.split("=", 1)[1].split(",")
+    assert kept[0] == "-all"
+    kept_caps = {c.lstrip("+") for c in kept[1:]}
+    assert kept_caps == set(network.CONTAINER_CAPS)
+    for escape in ("sys_admin", "net_admin", "sys_ptrace", "sys_module", "mknod", "setfcap",
+                   "dac_read_search", "sys_rawio", "bpf", "sys_boot", "sys_time"):
+        assert escape not in kept_caps
+    # dnsmasq binds :53, ping needs raw sockets; nothing else a lab image runs needs more.
+    assert {"net_bind_service", "net_raw"} <= kept_caps
 
 
 # ---------------------------------------------------------------- images

@@ -117,20 +117,6 @@ def test_pod_resolv_conf_only_names_the_lab_dns(pods: Pods) -> None:
     assert re.findall(r"^nameserver (\S+)", text, re.M) == [network.DNS_IP]
 
 
-def test_lab_listeners_stay_on_loopback_and_lab_addresses(nodes: list[network.NodeSpec]) -> None:
-    meta = subprocess.run(
-        ["ip", "netns", "exec", network.META_NS, "ss", "-ltnH"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    bound = {line.split()[3].rsplit(":", 1)[0] for line in meta.splitlines()}
-    assert bound == {network.META_HOST_IP, *network.METADATA_IPS}
-    root = subprocess.run(["ss", "-ltnupH"], capture_output=True, text=True, check=True).stdout
-    lab_pids = set(network.marked_pids())
-    allowed = ("127.0.0.1", "[::1]", network.API_IP)
-    for line in root.splitlines():
-        pids = {int(p) for p in re.findall(r"pid=(\d+)", line)}
-        if pids & lab_pids:
-            local = line.split()[4].rsplit(":", 1)[0]
-            assert local in allowed, f"lab process listens on {local}: {line}"
+# The lab's listeners (root, node, fabric and metadata namespaces) are checked against the running
+# control plane in tests/cluster/test_lab_safety.py: here, without the `lab` fixture, the control
+# plane may not be running at all (it was not in CI), so such a check could pass vacuously.
