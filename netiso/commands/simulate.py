@@ -13,7 +13,9 @@ Heavy imports (YAML, the evaluator, the Kubernetes seam) stay inside the functio
 
 from __future__ import annotations
 
+import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -26,7 +28,7 @@ from netiso.console import Reporter, Status
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from netiso.policy import Cluster, Engine, Verdict
+    from netiso.policy import Cluster, Engine, Matrix, Protocol, Verdict
 
 
 @dataclass
@@ -197,7 +199,7 @@ def _port(value: Any) -> int | str:
 
 def single_flows(engine: Engine, src: str, dst: str, port: str | None,
                  protocol: str | None) -> list[FlowResult]:
-    from netiso.policy import PodEndpoint, PolicyInputError, Protocol
+    from netiso.policy import PodEndpoint, PolicyInputError
 
     try:
         where = f"--from {src} --to {dst}"
@@ -224,42 +226,99 @@ def single_flows(engine: Engine, src: str, dst: str, port: str | None,
         raise PolicyInputError(f"--from {src} --to {dst}: {exc.message}") from exc
 
 
-def matrix_flows(engine: Engine) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Every pod to each destination's declared ports, in the JSON flow schema, from matrices."""
-    from netiso.policy import Direction, Protocol
+@dataclass
+class MatrixAnswer:
+    """The matrix mode: running pods to each running destination's declared ports.
 
+    Kept as the engine's bitsets (one ``Matrix`` per declared port and protocol, rows per
+    destination); the table and the JSON are drawn from them cell by cell as they are written,
+    so memory stays at the bitsets' size whatever the output's (2,000 pods: ~7 M JSON flows).
+    """
+
+    engine: Engine
+    matrices: dict[tuple[int, Protocol], Matrix]
+    sources: list[int]                          # running pods, cluster order (rows)
+    ports_of: dict[int, list[tuple[int, Protocol]]]  # running destination -> its ports, once each
+
+    def columns(self, key: tuple[int, Protocol]) -> list[int]:
+        return [d for d, ports in self.ports_of.items() if key in ports]
+
+    def summary(self) -> dict[str, int]:
+        live = self.engine.cluster.live
+        total = allowed = 0
+        for d, ports in self.ports_of.items():
+            for key in ports:
+                total += len(self.sources)
+                allowed += (self.matrices[key].allowed_from[d] & live).bit_count()
+        return {"total": total, "allowed": allowed, "denied": total - allowed, "mismatches": 0}
+
+
+def matrix_answer(engine: Engine) -> MatrixAnswer:
+    """One matrix per (port, protocol) a running pod declares. Finished pods (Succeeded/Failed)
+    are neither sources nor destinations: they have no traffic."""
     cluster = engine.cluster
-    wanted: dict[tuple[int, Protocol], None] = {}
-    for pod in cluster.pods:
-        for cp in pod.ports:
-            wanted.setdefault((cp.number, cp.protocol), None)
-    matrices = {key: engine.matrix(*key) for key in sorted(wanted)}
-    iso = {
-        d: [cluster.policies_selecting(i, d) for i in range(len(cluster.pods))]
-        for d in Direction
-    }
-    rows: list[dict[str, Any]] = []
-    for d, dpod in enumerate(cluster.pods):
-        done: set[tuple[int, Protocol]] = set()
-        for cp in dpod.ports:
-            key = (cp.number, cp.protocol)
-            if key in done:
-                continue
-            done.add(key)
-            m = matrices[key]
-            for s, spod in enumerate(cluster.pods):
-                eg = m.egress_allows(s, d)
-                ing = m.ingress_allows(s, d)
-                rows.append({
-                    "from": spod.key, "to": dpod.key, "port": cp.number,
-                    "protocol": cp.protocol.value, "allowed": eg and ing,
-                    "expected": None, "ok": None,
-                    "egress": {"allowed": eg, "isolated": bool(iso[Direction.EGRESS][s]),
-                               "policies": list(iso[Direction.EGRESS][s])},
-                    "ingress": {"allowed": ing, "isolated": bool(iso[Direction.INGRESS][d]),
-                                "policies": list(iso[Direction.INGRESS][d])},
-                })
-    return rows, list(matrices.values())
+    live = [i for i, pod in enumerate(cluster.pods) if not pod.finished]
+    ports_of = {d: list(dict.fromkeys((cp.number, cp.protocol) for cp in cluster.pods[d].ports))
+                for d in live if cluster.pods[d].ports}
+    wanted = sorted({key for ports in ports_of.values() for key in ports})
+    return MatrixAnswer(engine, {key: engine.matrix(*key) for key in wanted}, live, ports_of)
+
+
+def _bits(value: int, n: int) -> str:
+    """Bit i of ``value`` as character i ('1'/'0'): one C-speed conversion per row."""
+    return bin(value)[2:].zfill(n)[::-1]
+
+
+def _json_cells(answer: MatrixAnswer) -> Iterator[list[str]]:
+    """The matrix as JSON flows, one compact line each, by destination then port then source;
+    one list per destination and port.
+
+    Each flow is put together from strings made once per pod (its key, its isolation, its
+    policies), so a cell costs one f-string, not a dict and a json.dumps.
+    """
+    from netiso.policy import Direction
+
+    cluster = answer.engine.cluster
+    n = len(cluster.pods)
+    iso = {d: cluster.policies_selecting_each(d) for d in Direction}
+
+    def side(allowed: bool, policies: tuple[str, ...]) -> str:
+        return json.dumps({"allowed": allowed, "isolated": bool(policies),
+                           "policies": list(policies)})
+
+    heads = {s: '{"from": ' + json.dumps(cluster.pods[s].key) + ", " for s in answer.sources}
+    egress = {s: {bit: side(bit == "1", iso[Direction.EGRESS][s]) + ', "ingress": '
+                  for bit in "01"} for s in answer.sources}
+    verdict = {bits: ("true" if bits == "11" else "false")
+               + ', "expected": null, "ok": null, "egress": ' for bits in ("00", "01", "10", "11")}
+    for d, ports in answer.ports_of.items():
+        ingress = {bit: side(bit == "1", iso[Direction.INGRESS][d]) + "}" for bit in "01"}
+        for port, proto in ports:
+            m = answer.matrices[(port, proto)]
+            mid = (f'"to": {json.dumps(cluster.pods[d].key)}, "port": {port}, '
+                   f'"protocol": "{proto.value}", "allowed": ')
+            eg, ing = _bits(m.egress_from[d], n), _bits(m.ingress_from[d], n)
+            yield [f"{heads[s]}{mid}{verdict[eg[s] + ing[s]]}{egress[s][eg[s]]}{ingress[ing[s]]}"
+                   for s in answer.sources]
+
+
+def write_matrix(rep: Reporter, answer: MatrixAnswer, totals: dict[str, int]) -> None:
+    """Stream the matrix as the one JSON (or YAML) document of the contract, chunk by chunk."""
+    from netiso.console import OutputFormat
+
+    as_yaml = rep.options.output is OutputFormat.YAML
+    # JSON flow mappings are YAML too: the same lines serve both formats.
+    sep, first = ("\n- ", "flows:\n- ") if as_yaml else (",\n    ", '{\n  "flows": [\n    ')
+    started = False
+    for cells in _json_cells(answer):
+        if cells:
+            rep.write((sep if started else first) + sep.join(cells))
+            started = True
+    if as_yaml:
+        rep.write(("" if started else "flows: []") + f"\nsummary: {json.dumps(totals)}\n")
+    else:
+        rep.write(("\n  ]" if started else '{\n  "flows": []')
+                  + f',\n  "summary": {json.dumps(totals)}\n}}\n')
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -270,8 +329,9 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str | None = None,
         dst: str | None = None, port: str | None = None, protocol: str | None = None,
-        live: bool = False) -> dict[str, Any]:
-    """The whole command; returns the JSON document it printed."""
+        live: bool = False) -> dict[str, int]:
+    """The whole command; returns the summary it printed (the matrix is streamed, not kept)."""
+    from netiso.console import OutputFormat
     from netiso.errors import UsageError, VerificationFailed
     from netiso.policy import Engine, portability_notes
 
@@ -306,15 +366,22 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
         doc: dict[str, Any] = {"flows": rows, "summary": totals}
         rep.result(doc, lambda console: _flow_table(console, results, totals))
     else:
-        rows, matrices = matrix_flows(engine)
-        totals = summary(rows)
-        doc = {"flows": rows, "summary": totals}
-        rep.result(doc, lambda console: _matrix_table(console, engine, matrices))
+        answer = matrix_answer(engine)
+        gone = [p.key for p in cluster.pods if p.finished]
+        if gone:
+            shown = ", ".join(gone[:5]) + (" ..." if len(gone) > 5 else "")
+            rep.info(f"{len(gone)} finished pods (phase Succeeded/Failed) left out of the "
+                     f"matrix: {shown}")
+        totals = answer.summary()
+        if rep.options.output is OutputFormat.TABLE:
+            rep.result(None, lambda console: _matrix_table(console, answer))
+        else:
+            write_matrix(rep, answer, totals)
 
     bad = totals["mismatches"]
     if bad:
-        raise VerificationFailed(f"{bad} of {len(rows)} flow expectations do not hold")
-    return doc
+        raise VerificationFailed(f"{bad} of {totals['total']} flow expectations do not hold")
+    return totals
 
 
 # --- tables for people ---------------------------------------------------------------------
@@ -339,36 +406,45 @@ def _flow_table(console: Console, results: list[FlowResult], totals: dict[str, i
                        f"{totals['denied']} denied, {totals['mismatches']} mismatches"))
 
 
-def _matrix_table(console: Console, engine: Engine, matrices: list[Any]) -> None:
+def _matrix_table(console: Console, answer: MatrixAnswer) -> None:
+    """Truth tables straight from the bitsets: each destination's row of sources becomes a
+    column string once, and the table's rows are those columns read across (zip)."""
     from rich.text import Text
 
     from netiso.policy import Direction
 
-    cluster = engine.cluster
-    if not matrices:
+    cluster = answer.engine.cluster
+    if not answer.matrices:
         console.print(Text("no pod declares a container port: nothing to tabulate "
                            "(use --from/--to with --port)"))
         return
-    for m in matrices:
-        dsts = [i for i, p in enumerate(cluster.pods)
-                if any(cp.number == m.port and cp.protocol is m.protocol for cp in p.ports)]
+    n = len(cluster.pods)
+    label_w = max(len(cluster.pods[s].key) for s in answer.sources)
+    ingress_iso = cluster.policies_selecting_each(Direction.INGRESS)
+    live = set(answer.sources)
+    to_cells = str.maketrans("10", ".X")
+    for key, m in answer.matrices.items():
+        dsts = answer.columns(key)
         console.print(Text(f"{m.protocol.value}/{m.port}: rows = from, columns = to "
                            "('.' allowed, 'X' denied)", style="bold"))
         width = len(str(len(dsts)))
-        label_w = max(len(p.key) for p in cluster.pods)
         for digit in range(width):
-            head = "".join(str(n + 1).rjust(width)[digit] for n in range(len(dsts)))
+            head = "".join(str(c + 1).rjust(width)[digit] for c in range(len(dsts)))
             console.print(Text(" " * (label_w + 2) + head))
-        for s, spod in enumerate(cluster.pods):
-            cells = "".join("." if m.allowed(s, d) else "X" for d in dsts)
-            console.print(Text(f"{spod.key.ljust(label_w)}  {cells}"))
-        for n, d in enumerate(dsts):
-            pod = cluster.pods[d]
-            iso = cluster.policies_selecting(d, Direction.INGRESS)
+        columns = [_bits(m.allowed_from[d], n) for d in dsts]
+        lines = []
+        for s, cells in enumerate(zip(*columns, strict=True)):
+            if s in live:
+                lines.append(f"{cluster.pods[s].key.ljust(label_w)}  "
+                             + "".join(cells).translate(to_cells))
+        for c, d in enumerate(dsts):
+            iso = ingress_iso[d]
             why = f"ingress isolated by {', '.join(iso)}" if iso else "ingress not isolated"
-            console.print(Text(f"  {str(n + 1).rjust(width)} = {pod.key}  ({why})"))
-        console.print(Text(""))
-    egress_iso = [p.key for i, p in enumerate(cluster.pods)
-                  if cluster.policies_selecting(i, Direction.EGRESS)]
-    if egress_iso:
-        console.print(Text("egress-isolated sources: " + ", ".join(egress_iso)))
+            lines.append(f"  {str(c + 1).rjust(width)} = {cluster.pods[d].key}  ({why})")
+        lines.append("")
+        # One print per table, not per line: rich's per-call cost dominates at 2,000 rows.
+        console.print(Text("\n".join(lines)))
+    egress_iso = cluster.policies_selecting_each(Direction.EGRESS)
+    shown = [cluster.pods[s].key for s in answer.sources if egress_iso[s]]
+    if shown:
+        console.print(Text("egress-isolated sources: " + ", ".join(shown)))

@@ -332,6 +332,15 @@ class Cluster:
         """The pods on the same node as ``pod`` (itself included; 0 if its node is unknown)."""
         return self._or(self._node_groups[k] for k in _node_keys(self.pods[pod]))
 
+    def policies_selecting_each(self, direction: Direction) -> list[tuple[str, ...]]:
+        """``policies_selecting`` for every pod at once: one pass over the policies' bitsets."""
+        out: list[list[str]] = [[] for _ in self.pods]
+        for c in self._compiled:
+            if direction in c.policy.policy_types:
+                for i in bit_indices(c.selected):
+                    out[i].append(c.policy.key)
+        return [tuple(keys) for keys in out]
+
     def policies_selecting(self, pod: int, direction: Direction) -> tuple[str, ...]:
         bit = 1 << pod
         return tuple(c.policy.key for c in self._compiled

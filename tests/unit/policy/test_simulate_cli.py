@@ -231,3 +231,78 @@ def test_ambiguous_ip_and_finished_pod_warn_on_stderr(capsys: pytest.CaptureFixt
         f"{flows}: flows[2]: pod prod/old has finished (phase Succeeded): it has no traffic; "
         "evaluated as if it were running",
     ]
+
+
+MATRIX_WORLD = [
+    ns("prod", env="prod"), ns("dev"), ns("kube-system"),
+    pod("prod/web", "10.0.1.1", [{"containerPort": 8080, "name": "http"},
+                                 {"containerPort": 53, "name": "dns", "protocol": "UDP"}],
+        node="n1", host_ip="192.168.0.1", app="web"),
+    pod("prod/api", "10.0.1.2", [{"containerPort": 9090, "name": "http"},
+                                 {"containerPort": 8080}], node="n2", host_ip="192.168.0.2",
+        app="api"),
+    pod("dev/tool", "10.0.2.2", node="n1", host_ip="192.168.0.1", app="tool"),
+    pod("dev/db", "10.0.2.3", [{"containerPort": 5432, "name": "pg"}], app="db"),
+    pod("kube-system/agent", "192.168.0.1", [{"containerPort": 9090}], host_network=True,
+        node="n1", host_ip="192.168.0.1"),
+    netpol("prod/deny", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}),
+    netpol("prod/http", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}],
+                                                         "ports": [{"port": "http"}]}]}),
+    netpol("prod/out", {"podSelector": sel(app="api"), "policyTypes": ["Egress"], "egress": [
+        {"to": [{"namespaceSelector": sel(env="prod")}], "ports": [{"port": 8080}]}]}),
+    netpol("dev/db", {"podSelector": sel(app="db"), "ingress": [
+        {"from": [{"podSelector": sel(app="tool")}]}]}),
+]
+
+
+def test_matrix_table_and_json_agree_with_per_flow_evaluate(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """"(with neither) the whole pod x pod matrix over each destination's declared container
+    ports": every cell of the JSON (and of its YAML twin) is exactly what `--from --to --port`
+    says for that flow, every cell of the table is its verdict, the summary counts them, and
+    finished pods are in neither (they have no traffic)."""
+    done = pod("dev/old", "10.0.2.9", [{"containerPort": 7000}], app="tool")
+    done["status"]["phase"] = "Failed"
+    objs = [*MATRIX_WORLD, done]
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump_all(objs))
+    from netiso.commands.simulate import FlowResult
+    from netiso.policy import Cluster, Engine
+
+    eng = Engine(Cluster.from_objects(objs))
+    running = [p for p in eng.cluster.pods if not p.finished]
+    want = [FlowResult(eng.check(s.key, d.key, port, proto), None).to_json()
+            for d in running for port, proto in dict.fromkeys(
+                (cp.number, cp.protocol) for cp in d.ports) for s in running]
+    assert len(want) == 5 * 6 and {f["allowed"] for f in want} == {True, False}
+
+    code, out, err = run(capsys, "-o", "json", "simulate", str(path))
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["flows"] == want
+    allowed = sum(f["allowed"] for f in want)
+    assert doc["summary"] == {"total": 30, "allowed": allowed, "denied": 30 - allowed,
+                              "mismatches": 0}
+    assert "1 finished pods (phase Succeeded/Failed) left out of the matrix: dev/old" in err
+    code, out, _ = run(capsys, "-o", "yaml", "simulate", str(path))
+    assert code == 0 and yaml.safe_load(out) == doc
+
+    code, out, _ = run(capsys, "--no-color", "simulate", str(path))
+    assert code == 0
+    seen: dict[tuple[str, str, int, str], bool] = {}
+    for section in out.split("\n\n"):
+        lines = section.strip("\n").splitlines()
+        if not lines or "rows = from" not in lines[0]:
+            continue
+        proto, port = lines[0].split(":")[0].split("/")
+        legend = {int(line.split("=")[0]): line.split("=")[1].split()[0]
+                  for line in lines if line.startswith("  ") and " = " in line}
+        for line in lines[1:]:
+            parts = line.split()
+            if len(parts) == 2 and set(parts[1]) <= {".", "X"}:
+                key, cells = parts
+                assert len(cells) == len(legend), line
+                for c, cell in enumerate(cells):
+                    seen[(key, legend[c + 1], int(port), proto)] = cell == "."
+    assert seen == {(f["from"], f["to"], f["port"], f["protocol"]): f["allowed"] for f in want}
+    assert "dev/old" not in out
