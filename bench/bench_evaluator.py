@@ -392,8 +392,13 @@ def main() -> None:
     if args.child is not None:
         child_netiso(args.child, args.port, args.dump, args.pa_notin)
         return
+    # Every way out of the run (early returns, Ctrl-C, a failed child) removes the inputs: at
+    # 2,000 pods they are tens of MiB, and policy-assistant's output more.
+    with tempfile.TemporaryDirectory(prefix="netiso-bench-") as tmp:
+        bench(args, Path(tmp))
 
-    work = Path(tempfile.mkdtemp(prefix="netiso-bench-"))
+
+def bench(args: argparse.Namespace, work: Path) -> None:
     objs = generate(args.pods, args.namespaces, args.policies)
     cluster_file = work / "cluster.json"
     cluster_file.write_text(json.dumps(objs))
@@ -449,7 +454,6 @@ def main() -> None:
               f"match): {cmp2['agree']:,} agree, {cmp2['disagree']:,} disagree")
         for line in cmp2["examples"]:
             print(f"  disagreement: {line}")
-    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
