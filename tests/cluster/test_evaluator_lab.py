@@ -1,11 +1,15 @@
 """The evaluator against real traffic: `netiso simulate --live` predicts what kube-router does.
 
-For each policy set, the test applies the policies to the lab's real API server, asks
-``netiso simulate --live --flows`` (the real CLI, reading the live objects through netiso.kube)
-for every pod pair on two ports, and measures the same pairs with real TCP connections from
-inside the pods. Every pod listens on both ports whatever it declares, so a connection fails
-only because of policy; declared container ports differ per pod so named ports mean different
-numbers on different destinations. Pod-to-itself cells are left out (non-portable by the spec).
+For each policy set, the test applies the policies to the lab's real API server and asks both
+code paths of the evaluator, on the live objects read through netiso.kube: the per-flow one
+(``netiso simulate --live --flows``, the real CLI, every pod pair on two ports) and the bitset
+one (``Engine.matrix`` for each port over every pair, and the CLI's matrix mode, ``simulate
+--live -o json`` without flows, for the declared ports it streams). It measures the same pairs
+with real TCP connections from inside the pods, and each path must agree with them cell by
+cell. Every pod listens on both ports whatever it declares, so a connection fails only because
+of policy; declared container ports differ per pod so named ports mean different numbers on
+different destinations. Pod-to-itself cells are left out: the spec always allows them, but
+through the pod's own IP the packets hairpin, which is where plugins differ.
 
 kube-router applies changes asynchronously, so each set is measured until the real matrix
 equals the prediction or the settle time runs out; then the last difference is reported cell by
@@ -26,6 +30,9 @@ import pytest
 import yaml
 
 from netiso.cli import main
+from netiso.commands.simulate import load_cluster
+from netiso.console import GlobalOptions, Reporter
+from netiso.policy import Engine
 from tests.lab.client import LabClient
 
 pytestmark = pytest.mark.lab
@@ -138,6 +145,40 @@ def predicted(lab: LabClient, names: dict[str, str], tmp_path: Path,
             for f in json.loads(out)["flows"]}
 
 
+Cell = tuple[str, str, int]
+
+
+def predicted_by_matrix(lab: LabClient, names: dict[str, str],
+                        capsys: pytest.CaptureFixture[str]) -> tuple[dict[Cell, bool],
+                                                                     dict[Cell, bool]]:
+    """The bitset path: ``Engine.matrix`` per port over the live objects (every cell), and the
+    CLI's streamed matrix (the cells of each destination's declared ports)."""
+    keys = {pod: f"{names[key]}/{pod}" for pod, (key, _, _) in PODS.items()}
+    rep = Reporter(GlobalOptions(kubeconfig=str(lab.kubeconfig), verbosity=-1))
+    engine = Engine(load_cluster(rep, [], live=True))
+    by_engine: dict[Cell, bool] = {}
+    for port in PORTS:
+        m = engine.matrix(port, "TCP")
+        for s in PODS:
+            for d in PODS:
+                if s != d:
+                    by_engine[(s, d, port)] = m.allowed(keys[s], keys[d])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main(["--kubeconfig", str(lab.kubeconfig), "-o", "json", "simulate", "--live"])
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    inverse = {v: k for k, v in keys.items()}
+    by_cli = {(inverse[f["from"]], inverse[f["to"]], f["port"]): f["allowed"]
+              for f in json.loads(out)["flows"]
+              if f["from"] in inverse and f["to"] in inverse and f["from"] != f["to"]
+              and f["protocol"] == "TCP"}
+    declared = {(s, d, p["containerPort"]) for s in PODS for d, (_, _, ports) in PODS.items()
+                for p in ports if s != d}
+    assert set(by_cli) == declared, "the CLI matrix covers each destination's declared ports"
+    return by_engine, by_cli
+
+
 def measured(lab: LabClient, names: dict[str, str]) -> dict[tuple[str, str, int], bool] | None:
     """Real connections for every cell; None when enforcement was off at any point."""
     if lab.enforcement_state != "on":
@@ -168,12 +209,15 @@ def apply_set(lab: LabClient, names: dict[str, str],
 def test_simulate_matches_real_traffic(lab: LabClient, world: dict[str, str], tmp_path: Path,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     """For several policy sets (named ports, matchExpressions, egress + ingress), the
-    evaluator's verdict for every pod pair and port equals what real traffic does."""
+    evaluator's verdict for every pod pair and port equals what real traffic does, on both of
+    its paths: per flow (`--flows`) and the whole matrix (`Engine.matrix`, and the CLI's
+    streamed matrix)."""
     for name, policies in policy_sets(world["b"]).items():
         apply_set(lab, world, policies)
         expected = predicted(lab, world, tmp_path, capsys)
         assert any(expected.values()) and not all(expected.values()), \
             f"{name}: a set that allows everything or nothing proves little"
+        by_matrix, by_cli_matrix = predicted_by_matrix(lab, world, capsys)
         # Only rounds measured with enforcement on spend the settle time; waiting for someone
         # else's enforcement-off block to end is capped separately.
         settle_left, give_up = SETTLE, time.monotonic() + WAIT_FOR_ENFORCEMENT
@@ -190,7 +234,11 @@ def test_simulate_matches_real_traffic(lab: LabClient, world: dict[str, str], tm
             time.sleep(2)
             settle_left -= time.monotonic() - started
         assert real is not None, f"{name}: enforcement was never on while measuring"
-        diff = [f"{s} -> {d}:{p} netiso {'allow' if expected[(s, d, p)] else 'deny'}, "
-                f"real {'open' if real[(s, d, p)] else 'closed'}"
-                for (s, d, p) in sorted(expected) if expected[(s, d, p)] != real[(s, d, p)]]
-        assert not diff, f"{name}: evaluator and real traffic disagree:\n" + "\n".join(diff)
+        for path, predicted_cells in (("--flows", expected), ("Engine.matrix", by_matrix),
+                                      ("the CLI matrix", by_cli_matrix)):
+            diff = [f"{s} -> {d}:{p} netiso {'allow' if want else 'deny'}, "
+                    f"real {'open' if real[(s, d, p)] else 'closed'}"
+                    for (s, d, p), want in sorted(predicted_cells.items())
+                    if want != real[(s, d, p)]]
+            assert not diff, (f"{name}: the evaluator ({path}) and real traffic disagree:\n"
+                              + "\n".join(diff))
