@@ -42,6 +42,10 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     add_completion=False,
+    # Click's plain help, not typer's rich panels: importing typer.rich_utils (rich.markdown,
+    # markdown_it) doubled the cost of `netiso --help`, and plain text has no colour for
+    # --no-color/NO_COLOR to remove.
+    rich_markup_mode=None,
     # Credentials live in local variables of the SDK frames: never print them.
     pretty_exceptions_show_locals=False,
     pretty_exceptions_enable=False,
@@ -221,17 +225,6 @@ def hoist_global_options(group: TyperGroup, args: list[str]) -> list[str]:
     return [*args[:i], *moved, args[i], *rest]
 
 
-def _leading_globals(args: list[str]) -> list[str]:
-    """The global options before the subcommand (all of them, once hoisted)."""
-    out: list[str] = []
-    i = 0
-    while i < len(args) and args[i].startswith("-") and args[i] != "--":
-        is_global, takes_value = _is_global(args[i])
-        out.append(args[i])
-        i += 2 if is_global and takes_value else 1
-    return out
-
-
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app, map every error to the exit-code contract."""
     from typer._click import exceptions as click_exc
@@ -239,15 +232,10 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else list(argv)
     _parsed.verbose = 0  # tests call main() repeatedly in one process
-    no_color_before = os.environ.get("NO_COLOR")
     try:
         group = typer.main.get_command(app)
         assert isinstance(group, TyperGroup)
         args = hoist_global_options(group, args)
-        if "--no-color" in _leading_globals(args):
-            # Help is printed while parsing, before the callback sees --no-color; typer's rich
-            # console honours NO_COLOR, so say it there (restored below for in-process callers).
-            os.environ["NO_COLOR"] = "1"
         group.main(args=args, prog_name="netiso", standalone_mode=False)
     except NetisoError as exc:
         if _parsed.verbose > 0:
@@ -257,9 +245,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.stderr.write(f"netiso: error: {exc.one_line()}\n")
         sys.exit(int(exc.exit_code))
     except click_exc.NoArgsIsHelpError as exc:
-        # Bare `netiso`: help is the useful answer, exit 0. Building the exception already
-        # rendered the help (typer's rich formatter prints while formatting and returns ""),
-        # so print only what plain formatting returned, never a second copy.
+        # Bare `netiso`: help is the useful answer, exit 0. (Were typer's rich formatter back,
+        # it would print while formatting and return "": print only what formatting returned.)
         text = exc.format_message()
         if text.strip():
             sys.stdout.write(text + "\n")
@@ -292,9 +279,4 @@ def main(argv: list[str] | None = None) -> None:
             "(rerun with -v for a traceback and report it)\n"
         )
         sys.exit(int(ExitCode.FAILED))
-    finally:
-        if no_color_before is None:
-            os.environ.pop("NO_COLOR", None)
-        else:
-            os.environ["NO_COLOR"] = no_color_before
     sys.exit(0)

@@ -251,13 +251,38 @@ def _has_colour(text: str) -> bool:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_no_color_reaches_the_help() -> None:
-    assert _has_colour(_help_on_a_terminal("--help"))  # the test can see colour
-    for argv in (("--no-color", "--help"), ("render", "--help", "--no-color")):
-        text = _help_on_a_terminal(*argv)
-        assert "Usage" in text
-        assert not _has_colour(text), argv
-    assert not _has_colour(_help_on_a_terminal("--help", no_color_env=True))
+@pytest.mark.parametrize(
+    ("argv", "no_color_env"),
+    [
+        (("--no-color", "--help"), False),
+        (("render", "--help", "--no-color"), False),
+        (("--help",), True),
+    ],
+)
+def test_no_color_reaches_the_help(argv: tuple[str, ...], no_color_env: bool) -> None:
+    text = _help_on_a_terminal(*argv, no_color_env=no_color_env)
+    assert "\r\n" in text  # the terminal's line discipline was there: a real TTY
+    assert "Usage" in text
+    assert not _has_colour(text), argv
+
+
+def test_help_does_not_load_the_rich_help_formatter() -> None:
+    """typer.rich_utils pulls in rich.markdown and markdown_it: ~0.1 s of `netiso --help`."""
+    code = (
+        "import sys\n"
+        "from netiso.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write(' '.join(m for m in ('typer.rich_utils', 'rich.markdown', 'pydantic')"
+        " if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "Usage:" in proc.stdout
+    assert proc.stderr == ""
 
 
 # --- bad input: one line on stderr, exit 2, nothing on stdout -----------------------------------
@@ -379,3 +404,37 @@ def test_broken_pipe_is_not_an_error() -> None:
     assert proc.stdout == "---\napiVer"
     assert "Traceback" not in proc.stderr
     assert "error" not in proc.stderr
+
+
+# --- the start-up benchmark (bench/bench_startup.py) -----------------------------------------
+
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_startup.py"
+
+
+@pytest.mark.parametrize(
+    ("runs", "message"), [("0", "0 is not >= 1"), ("x", "'x' is not a number")]
+)
+def test_bench_startup_refuses_bad_runs(runs: str, message: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--runs", runs],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == f"bench_startup.py: error: argument --runs: {message}\n"
+
+
+def test_bench_startup_prints_the_ratio_to_its_anchor() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"^ratio \(median\): +[0-9.]+x python -c pass", proc.stdout, re.M)
+    assert re.search(r"^netiso --help: .*cpu", proc.stdout, re.M)
