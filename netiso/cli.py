@@ -74,7 +74,7 @@ def _global_options(
         str | None,
         typer.Option(
             "--kubeconfig",
-            help="Kubeconfig file(s); default $KUBECONFIG or ~/.kube/config.",
+            help="One kubeconfig file; default $KUBECONFIG (a :-separated list) or ~/.kube/config.",
             metavar="FILE",
         ),
     ] = None,
