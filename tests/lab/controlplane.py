@@ -116,7 +116,16 @@ def start_process(name: str, argv: Sequence[str], *, env: dict[str, str] | None 
             close_fds=True,
             env=env,
         )
+    # Popen can return before the kernel shows the child's new environment: CPython spawns with
+    # vfork, and for a moment /proc/<pid>/environ still reads the parent's (or nothing). Until
+    # the marker shows, `running(name)` would call the new process "not ours" and a readiness
+    # wait would report it as exited; so return only once it is visible (or the child is gone).
+    deadline = time.monotonic() + 5.0
+    while lab_role(proc.pid) != name and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     p.pidfile(name).write_text(f"{proc.pid}\n")
+    if proc.poll() is not None:
+        return proc.pid
     # The Popen object is dropped on purpose: the process outlives this Python process. Python
     # would warn about a still-running child at exit; returncode=0 silences that bookkeeping.
     proc.returncode = 0
