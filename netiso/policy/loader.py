@@ -65,7 +65,9 @@ def parse_documents(text: str, source: str) -> list[dict[str, Any]]:
         # Python YAML. Flow-style YAML (`{a: b}`) is not JSON and takes the YAML path.
         try:
             docs = [json.loads(text)]
-        except ValueError:
+        except (ValueError, RecursionError):
+            # Not JSON, or nested deeper than the decoder recurses: the YAML path below
+            # reports either as bad input with a line number.
             docs = None
     try:
         if docs is None:

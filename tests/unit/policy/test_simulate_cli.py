@@ -131,6 +131,12 @@ def test_bad_file_exits_2_naming_file_and_object(capsys: pytest.CaptureFixture[s
     assert code == 2 and f"{garbage}: not valid YAML or JSON" in err
     code, _, err = run(capsys, "simulate", str(tmp_path / "missing.yaml"))
     assert code == 2 and "missing.yaml: cannot read" in err
+    # JSON nested deeper than the decoder recurses is bad input too, not an internal error.
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    code, out, err = run(capsys, "simulate", str(deep))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert f"{deep}: not valid YAML or JSON" in err
 
 
 def test_flows_file_error_names_the_flow(capsys: pytest.CaptureFixture[str], cluster_file: Path,
