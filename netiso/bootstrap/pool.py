@@ -6,10 +6,12 @@ Design decisions:
   keep running after the run decides to stop: a worker that finishes takes the next queued item
   before the caller has even seen the error. With nothing queued, "stop" means no further item
   starts, and every item the run did not reach can be reported as not attempted.
-* **Some errors end the run.** An unreachable server, rejected credentials, an RBAC refusal and a
-  resource type the server does not serve fail every remaining item the same way; trying them
-  all would only repeat one error hundreds of times. Other errors (a conflict, a quota, a
-  namespace being deleted) belong to their item, and the run goes on.
+* **Some errors end the run.** An unreachable server, rejected credentials, a resource type the
+  server does not serve and an RBAC refusal of a cluster-scoped request fail every remaining
+  item the same way; trying them all would only repeat one error hundreds of times. An RBAC
+  refusal inside one namespace does not: rights are often granted per namespace (RoleBindings),
+  so the next namespace may well be allowed. Other errors (a conflict, a quota, a namespace
+  being deleted) belong to their item too, and the run goes on.
 * **Ctrl-C does not wait for the rest.** On any exception in the calling thread the executor is
   shut down without waiting; requests already in flight end within their timeout.
 """
@@ -29,7 +31,9 @@ R = TypeVar("R")
 
 def ends_the_run(exc: BaseException) -> bool:
     """True for an error every remaining item would hit too (or one netiso does not know)."""
-    if isinstance(exc, Unreachable | Unauthorized | Forbidden | MissingResourceType):
+    if isinstance(exc, Forbidden):
+        return exc.namespace is None
+    if isinstance(exc, Unreachable | Unauthorized | MissingResourceType):
         return True
     return not isinstance(exc, NetisoError)
 

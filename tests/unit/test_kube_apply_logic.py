@@ -334,13 +334,13 @@ def _run_apply(fake: FakeKube, on_namespace: Callable[[NamespaceResult], None] |
                         on_namespace=on_namespace)
 
 
-def _forbidden() -> Forbidden:
+def _forbidden(namespace: str | None = "ns-0") -> Forbidden:
     return Forbidden("forbidden as u: cannot create networkpolicies", verb="create",
-                     resource="networkpolicies.networking.k8s.io", namespace="ns-0", user="u")
+                     resource="networkpolicies.networking.k8s.io", namespace=namespace, user="u")
 
 
 @pytest.mark.parametrize("error", [
-    _forbidden(),
+    _forbidden(namespace=None),
     MissingResourceType("the API server does not serve it", group="cilium.io", component=None),
     Unreachable("cannot reach the API server at https://fake:6443"),
     Unauthorized("rejected the credentials", status=401),
@@ -368,6 +368,21 @@ def test_an_error_every_namespace_would_hit_stops_the_run(error: NetisoError) ->
     assert set(fake.applied) == {"ns-0", "ns-1"}
     line = incomplete_error(report, error).one_line()
     assert "not applied: ns-0, ns-2, ns-3, ns-4, ns-5" in line
+
+
+def test_an_rbac_refusal_in_one_namespace_does_not_stop_the_others() -> None:
+    """Rights may be granted per namespace (RoleBindings): a refusal in ns-0 says nothing about
+    ns-1, so every other namespace is still applied."""
+    def fail(_verb: str, ns: str) -> None:
+        if ns == "ns-0":
+            raise _forbidden("ns-0")
+
+    fake = FakeKube(fail)
+    report, first = _run_apply(fake)
+    assert isinstance(first, Forbidden)
+    states = {ns.namespace: ns.state for ns in report.namespaces}
+    assert states == {"ns-0": NamespaceState.FAILED,
+                      **{n: NamespaceState.APPLIED for n in NAMES[1:]}}
 
 
 def test_an_error_of_one_namespace_does_not_stop_the_others() -> None:
