@@ -255,7 +255,8 @@ class ApplyIncomplete(OperationFailed):
         self.exit_code = exit_code
 
 
-def _names(items: Sequence[str], limit: int = 8) -> str:
+def summarize_names(items: Sequence[str], limit: int = 8) -> str:
+    """`a, b, c (+N more)` for an error line; `none` when empty."""
     if not items:
         return "none"
     shown = ", ".join(items[:limit])
@@ -268,10 +269,10 @@ def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete
     missing = report.in_state(NamespaceState.FAILED, NamespaceState.NOT_ATTEMPTED)
     verb = "computed" if report.dry_run else "applied"
     parts = [f"{verb} {len(applied)} of {len(report.namespaces)} namespaces"]
-    parts.append(f"{verb}: {_names(applied)}")
+    parts.append(f"{verb}: {summarize_names(applied)}")
     if partial:
-        parts.append(f"partly {verb}: {_names(partial)}")
-    parts.append(f"not {verb}: {_names(missing)}")
+        parts.append(f"partly {verb}: {summarize_names(partial)}")
+    parts.append(f"not {verb}: {summarize_names(missing)}")
     return ApplyIncomplete(
         "; ".join(parts) + f"; first error: {first.one_line()}",
         exit_code=first.exit_code,
@@ -347,7 +348,9 @@ def apply_bundle(
     target_set = set(targets)
     stray = sorted(set(by_ns) - target_set)
     if stray:
-        raise OperationFailed(f"rendered objects outside the target namespaces: {_names(stray)}")
+        raise OperationFailed(
+            f"rendered objects outside the target namespaces: {summarize_names(stray)}"
+        )
 
     live = kube.list_network_policies()
     live_by_ns: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)

@@ -29,7 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from netiso.bootstrap.apply import MANAGED_SELECTOR, is_netiso_created
+from netiso.bootstrap.apply import MANAGED_SELECTOR, is_netiso_created, summarize_names
 from netiso.bootstrap.pool import ends_the_run, run_bounded
 from netiso.errors import NetisoError, OperationFailed
 from netiso.kube import (
@@ -92,9 +92,8 @@ class UninstallReport:
         }
 
 
-def _names(targets: list[Target], limit: int = 5) -> str:
-    shown = ", ".join(t.describe() for t in targets[:limit])
-    return shown + (f" (+{len(targets) - limit} more)" if len(targets) > limit else "")
+def _names(targets: list[Target]) -> str:
+    return summarize_names([t.describe() for t in targets], limit=5)
 
 
 def incomplete_error(report: UninstallReport) -> OperationFailed:
