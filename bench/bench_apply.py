@@ -79,7 +79,10 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def quiet_plane(tmp: Path) -> tuple[Path, list[str]]:
+QUIET_PROCESSES = ("bench-apiserver", "bench-etcd")
+
+
+def quiet_plane(tmp: Path) -> Path:
     """A private etcd + kube-apiserver (lab binaries and certificates) that nothing watches."""
     import ssl
 
@@ -123,7 +126,7 @@ def quiet_plane(tmp: Path) -> tuple[Path, list[str]]:
     kubeconfig = tmp / "quiet.kubeconfig"
     kubeconfig.write_text(yaml.safe_dump(cfg))
     kubeconfig.chmod(0o600)
-    return kubeconfig, ["bench-apiserver", "bench-etcd"]
+    return kubeconfig
 
 
 def main() -> None:
@@ -143,11 +146,13 @@ def main() -> None:
         from tests.lab import controlplane
 
         with tempfile.TemporaryDirectory() as tmp:
-            kubeconfig, processes = quiet_plane(Path(tmp))
             try:
+                kubeconfig = quiet_plane(Path(tmp))
                 rows.append(("quiet", *measure(args, kubeconfig, settle=False)))
             finally:
-                for name in processes:
+                # Also when quiet_plane itself failed half-way: both are detached processes
+                # whose data directory is about to be removed under them.
+                for name in QUIET_PROCESSES:
                     controlplane.stop_process(name)
     print()
     for plane, results, objects, same in rows:
