@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +35,7 @@ from netiso.config import (
     PolicyKey,
     Provider,
     Values,
+    is_namespace_name,
 )
 from netiso.errors import UsageError
 
@@ -56,7 +56,6 @@ GKE_METADATA_WARNING = (
     "with Workload Identity Federation for GKE (or metadata concealment on older node pools)."
 )
 
-_NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # fullmatch: `$` allows a final \n
 
 
 @functools.cache
@@ -254,7 +253,7 @@ def render_bundle(values: Values, namespaces: Sequence[str]) -> list[dict[str, A
     """The bundle's NetworkPolicies for each namespace, sorted by (namespace, name)."""
     objects: list[dict[str, Any]] = []
     for namespace in sorted(set(namespaces)):
-        if len(namespace) > 63 or not _NAMESPACE_RE.fullmatch(namespace):
+        if not is_namespace_name(namespace):
             raise UsageError(f"namespace {namespace!r} is not a valid namespace name")
         objects.extend(_policies_for(values, namespace))
     objects.sort(key=lambda o: (o["metadata"]["namespace"], o["metadata"]["name"]))

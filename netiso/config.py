@@ -340,8 +340,13 @@ def _bool(value: Any, at: _At) -> bool:
     return value
 
 
+def is_namespace_name(value: str) -> bool:
+    """An RFC 1123 label, as the API server requires of namespace names."""
+    return len(value) <= 63 and _NAMESPACE_RE.fullmatch(value) is not None
+
+
 def _namespace_name(value: Any, at: _At) -> str:
-    if not isinstance(value, str) or len(value) > 63 or not _NAMESPACE_RE.fullmatch(value):
+    if not isinstance(value, str) or not is_namespace_name(value):
         raise at.fail(f"{_show(value)} is not a valid namespace name", _NAMESPACE_ALLOWED)
     return value
 

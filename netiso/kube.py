@@ -675,13 +675,6 @@ class Kube:
                               label_selector: str | None = None) -> list[Obj]:
         return self.list_objects(NETWORK_POLICY, namespace, label_selector=label_selector)
 
-    def namespace_labels(self) -> dict[str, dict[str, str]]:
-        """name -> labels for every namespace (what target selection needs)."""
-        return {
-            ns["metadata"]["name"]: dict(ns["metadata"].get("labels") or {})
-            for ns in self.list_namespaces()
-        }
-
     def server_version(self) -> dict[str, Any]:
         data: dict[str, Any] = self.request(
             "GET", "/version", Request("get", _rt("v1", "Version", "version", False))

@@ -28,12 +28,16 @@ def is_terminating(namespace: Mapping[str, Any]) -> bool:
     return bool((namespace.get("metadata") or {}).get("deletionTimestamp"))
 
 
+def labels_by_name(namespaces: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """name -> labels of Namespace objects (what label selectors are matched against). Pure."""
+    return {str(ns["metadata"]["name"]): dict(ns["metadata"].get("labels") or {})
+            for ns in namespaces}
+
+
 def choose_targets(values: Values, namespaces: Sequence[Mapping[str, Any]]
                    ) -> tuple[list[str], list[tuple[str, str]]]:
     """(targets, skipped with reasons), both sorted by name, from Namespace objects. Pure."""
-    labels = {str(ns["metadata"]["name"]): dict(ns["metadata"].get("labels") or {})
-              for ns in namespaces}
-    targets, skipped = select_namespaces(values, labels)
+    targets, skipped = select_namespaces(values, labels_by_name(namespaces))
     terminating = {str(ns["metadata"]["name"]) for ns in namespaces if is_terminating(ns)}
     kept = [name for name in targets if name not in terminating]
     gone = [(name, TERMINATING) for name in targets if name in terminating]

@@ -60,6 +60,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Remove every object netiso created: bundle policies and verification leftovers."""
+        from netiso.bootstrap.targets import labels_by_name
         from netiso.bootstrap.uninstall import incomplete_error
         from netiso.bootstrap.uninstall import uninstall as run_uninstall
         from netiso.config import load_values
@@ -75,7 +76,7 @@ def register(app: typer.Typer) -> None:
                 scope = set(vals.namespaces.include)
             elif vals.namespaces.selector is not None:
                 sel = vals.namespaces.selector
-                scope = {n for n, labels in kube.namespace_labels().items()
+                scope = {n for n, labels in labels_by_name(kube.list_namespaces()).items()
                          if sel.matches(labels)}
             report = run_uninstall(kube, dry_run=dry_run, scope=scope)
         data = report.to_json()
