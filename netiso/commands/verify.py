@@ -45,7 +45,7 @@ def _flow_text(f: dict[str, Any]) -> str:
     client = f["from"]["pod"].split("/", 1)[-1]
     target = str(to["target"]).split("/", 1)[-1]
     if f["check"] == "dns":
-        return f"{_probe(client)} -> dns {target.split(' ', 1)[0]}"
+        return f"{_probe(client)} -> dns {str(to['target']).split(' ', 1)[0]}"
     return f"{_probe(client)} -> {_probe(target)}:{to['port']}"
 
 

@@ -81,10 +81,17 @@ class FlowResult:
         return self.observed is Outcome.ERROR
 
     @property
+    def disagrees(self) -> bool:
+        """Traffic and the live objects disagree (worth probing again after a settle)."""
+        return (self.expected is not None and self.observed is not None
+                and self.observed is not Outcome.ERROR
+                and self.observed is not self.expected.outcome)
+
+    @property
     def reason(self) -> str:
         exp = self.expected
         if exp is None:
-            return "no expectation (the engine could not evaluate this flow)"
+            return f"no expectation (the engine could not evaluate this flow): {self.detail}"
         if self.observed is Outcome.ERROR:
             return f"probe error: {self.detail}"
         if self.observed is not exp.outcome:

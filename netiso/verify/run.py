@@ -398,6 +398,8 @@ class _Run:
                        and before[s.id][0] is Outcome.ALLOWED]
             if not leaking:
                 break
+            self.log(f"canary: {len(leaking)} flow(s) still connect after the deny: probing "
+                     f"again in {self.opts.settle:.0f}s (enforcement lags policy writes)")
             time.sleep(self.opts.settle)
             again = self.probe(leaking, probes, f"after-r{retry}")
             for s in leaking:
@@ -511,16 +513,25 @@ class _Run:
         policies: list[Mapping[str, Any]] = []
         for ns in {*probed, values.dns.namespace}:
             policies += self.kube.list_network_policies(ns)
+        started = time.monotonic()
         observed = self.probe(specs, probes, "bundle")
+        self.log(f"{len(specs)} flows probed from {len(clients)} client(s) in "
+                 f"{time.monotonic() - started:.1f}s")
         engine_live, engine_intended = self._engines(snapshot, policies, probed, own, dns_pods)
         results = {s.id: self._judge(s, observed[s.id], engine_live, engine_intended, dns_pods)
                    for s in specs}
         for retry in range(1, RETRIES + 1):
-            again = [s for s in specs if not results[s.id].ok and not results[s.id].probe_error]
+            again = [s for s in specs if results[s.id].disagrees]
             if not again:
                 break
+            self.log(f"{len(again)} flow(s) disagree with the policies "
+                     f"({', '.join(s.id for s in again)}): probing again in {opts.settle:.0f}s "
+                     "(enforcement lags policy writes)")
             time.sleep(opts.settle)
             redo = self.probe(again, probes, f"bundle-r{retry}")
+            # The retried clients are new pods (new IPs): evaluate them on the same objects.
+            engine_live, engine_intended = self._engines(snapshot, policies, probed, own,
+                                                         dns_pods)
             for s in again:
                 r = self._judge(s, redo[s.id], engine_live, engine_intended, dns_pods)
                 r.attempts = results[s.id].attempts + 1
@@ -585,13 +596,22 @@ class _Run:
                      f"{self.run_id}); `netiso uninstall` or the next verify after "
                      f"{self.settings.deadline_text} removes them")
             return
+        namespaces = [*self.created_namespaces, *([self.opts.in_namespace]
+                                                  if self.opts.in_namespace else [])]
+        for ns in namespaces:
+            self.runner.delete_jobs(ns)
+        self.runner.delete_pods_now()
         for ns in self.created_namespaces:
             self.kube.delete(NAMESPACE, ns)
-        if self.opts.in_namespace:
-            self.runner.delete_jobs(self.opts.in_namespace)
+        started = time.monotonic()
         left = self.runner.wait_gone(self.created_namespaces)
         if left:
-            self.log(f"still being deleted: {', '.join(left[:5])}")
+            self.log(f"cleanup: still being deleted after "
+                     f"{time.monotonic() - started:.1f}s: {', '.join(left[:5])}")
+        else:
+            self.log(f"cleanup: no probe pod left after {time.monotonic() - started:.1f}s; "
+                     f"namespace(s) {', '.join(self.created_namespaces)} deleted (the API "
+                     "server finishes removing them)")
 
 
 def _key(pod: Mapping[str, Any]) -> str:
