@@ -147,6 +147,12 @@ class ProbeSettings:
     deadline: datetime | None = None
     timeout: float = 120.0
 
+    def remaining(self) -> float:
+        """Seconds left of the run's budget (``--timeout`` covers the whole run)."""
+        if self.deadline is None:
+            return self.timeout
+        return max(1.0, (self.deadline - datetime.now(UTC)).total_seconds())
+
     @property
     def deadline_text(self) -> str:
         when = self.deadline or datetime.now(UTC)
@@ -326,7 +332,7 @@ class ProbeRunner:
     def wait(self, names: Sequence[str], done: Callable[[Mapping[str, Any]], bool], what: str,
              timeout: float | None = None) -> dict[str, Mapping[str, Any]]:
         """Poll until ``done`` holds for every Job's pod; a pod that cannot run fails at once."""
-        limit = self.settings.timeout if timeout is None else timeout
+        limit = self.settings.remaining() if timeout is None else timeout
         deadline = time.monotonic() + limit
         pods: dict[str, Mapping[str, Any]] = {}
         while True:
@@ -353,7 +359,7 @@ class ProbeRunner:
                                   f"Job {self.jobs.get(name, ('?', ''))[0]}/{name}: no pod "
                                   "created (admission refused it? see the Job's events)")
                 raise ProbeFailed(
-                    f"timed out after {limit:.0f}s waiting for {len(waiting)} probe pod(s) "
+                    f"timed out after {limit:.0f}s (the rest of --timeout) waiting for {len(waiting)} probe pod(s) "
                     f"{what}: {'; '.join(states)}",
                     hint="raise --timeout, or check the nodes and the image")
             time.sleep(POLL_INTERVAL)

@@ -227,7 +227,8 @@ class _Run:
         self.opts = opts
         self.log = log
         self.run_id = secrets.token_hex(3)
-        deadline = datetime.now(UTC) + timedelta(seconds=opts.timeout + 60)
+        # The whole run lives within --timeout; past this instant its objects are leftovers.
+        deadline = datetime.now(UTC) + timedelta(seconds=opts.timeout)
         self.settings = ProbeSettings(self.run_id, opts.image, opts.pull_secrets, deadline,
                                       opts.timeout)
         self.runner = ProbeRunner(kube, self.settings, log)
@@ -242,7 +243,7 @@ class _Run:
     def _wait_service_accounts(self, namespaces: Sequence[str]) -> None:
         # The ServiceAccount admission plugin refuses pods until the namespace's "default"
         # ServiceAccount exists, and the Job controller then backs off for seconds: wait here.
-        deadline = time.monotonic() + self.opts.timeout
+        deadline = time.monotonic() + self.settings.remaining()
         pending = list(namespaces)
         while pending:
             pending = [ns for ns in pending if not self.kube.list_objects(
