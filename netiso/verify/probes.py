@@ -359,8 +359,8 @@ class ProbeRunner:
                                   f"Job {self.jobs.get(name, ('?', ''))[0]}/{name}: no pod "
                                   "created (admission refused it? see the Job's events)")
                 raise ProbeFailed(
-                    f"timed out after {limit:.0f}s (the rest of --timeout) waiting for {len(waiting)} probe pod(s) "
-                    f"{what}: {'; '.join(states)}",
+                    f"timed out after {limit:.0f}s (the rest of --timeout) waiting for "
+                    f"{len(waiting)} probe pod(s) {what}: {'; '.join(states)}",
                     hint="raise --timeout, or check the nodes and the image")
             time.sleep(POLL_INTERVAL)
 

@@ -146,7 +146,8 @@ def test_enforced_bundle_passes_with_schema_table_and_junit(lab: LabClient,
 
     table = netiso(lab, "verify", "--canary-only")
     assert table.returncode == 0, table.stderr
-    assert "✓" in table.stdout and "✗" not in table.stdout
+    rows = table.stdout.strip().splitlines()[1:-1]
+    assert len(rows) == 8 and all(r.startswith("✓  c") for r in rows)
     assert table.stdout.strip().splitlines()[-1].startswith("verify passed: 8 flows, 8 ✓")
 
 
