@@ -296,3 +296,21 @@ def test_junit_has_one_testcase_per_flow() -> None:
     assert root.get("failures") == "1" and root.get("errors") == "1" and root.get("skipped") == "1"
     failed = [c for c in cases if c.find("failure") is not None]
     assert failed[0].get("name", "").startswith("f2 ")
+
+
+def test_ctrl_c_exits_130_not_0() -> None:
+    """typer returns Ctrl-C as exit code 130 in non-standalone mode; netiso must not exit 0
+    (verify's cleanup runs, then the interruption is reported)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", "from netiso.cli import main; main()",
+                             "simulate", "-"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    time.sleep(3)  # reading stdin, which never ends (start-up is slow on a loaded machine)
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert err.strip().splitlines()[-1] == "netiso: interrupted"
