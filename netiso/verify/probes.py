@@ -62,17 +62,31 @@ class ProbeFailed(OperationFailed):
 
 # --- what a client runs ----------------------------------------------------------------------
 
-#: One background attempt per line of $NETISO_PROBES ("<id> tcp <host> <port>" or
-#: "<id> dns <name> -"); each prints "<id> <exit code> <output, one line>". The whole block is
-#: captured before it is written, so the termination message is written once, completely.
+#: One background job per line of $NETISO_PROBES ("<id> tcp <host> <port> <want>" or
+#: "<id> dns <name> - -"); each prints "<id> <exit code> <attempts> <output, one line>". A line
+#: whose <want> is "allowed" or "blocked" is tried again, $NETISO_SETTLE seconds apart and up to
+#: $NETISO_TRIES times, while the connection disagrees with it: enforcement lags policy writes,
+#: and retrying inside the pod costs a second, where a new probe pod costs several. The whole
+#: block is captured before it is written, so the termination message is written once.
 CLIENT_SCRIPT = r"""
 probe() {
-  if [ "$2" = dns ]; then out=$(nslookup "$3" 2>&1); rc=$?
-  else out=$(nc -w "$NETISO_TIMEOUT" "$3" "$4" </dev/null 2>&1); rc=$?; fi
-  echo "$1 $rc $(echo "$out" | tr '\n' ' ' | cut -c1-120)"
+  n=0
+  while :; do
+    n=$((n+1))
+    if [ "$2" = dns ]; then out=$(nslookup "$3" 2>&1); rc=$?
+    else out=$(nc -w "$NETISO_TIMEOUT" "$3" "$4" </dev/null 2>&1); rc=$?; fi
+    case "$5" in
+      allowed) [ "$rc" -eq 0 ] && break ;;
+      blocked) [ "$rc" -ne 0 ] && break ;;
+      *) break ;;
+    esac
+    [ "$n" -ge "$NETISO_TRIES" ] && break
+    sleep "$NETISO_SETTLE"
+  done
+  echo "$1 $rc $n $(echo "$out" | tr '\n' ' ' | cut -c1-120)"
 }
-r=$(echo "$NETISO_PROBES" | { while read -r id kind host port; do
-  [ -n "$id" ] && probe "$id" "$kind" "$host" "$port" &
+r=$(echo "$NETISO_PROBES" | { while read -r id kind host port want; do
+  [ -n "$id" ] && probe "$id" "$kind" "$host" "$port" "$want" &
 done; wait; })
 echo "$r"
 echo "$r" > /dev/termination-log || exit 1
@@ -85,7 +99,7 @@ def server_script(ports: Sequence[int]) -> str:
     return f"{listeners} wait"
 
 
-def client_lines(attempts: Sequence[tuple[str, str, str, str]]) -> str:
+def client_lines(attempts: Sequence[Sequence[str]]) -> str:
     return "\n".join(" ".join(a) for a in attempts)
 
 
@@ -127,13 +141,14 @@ def classify(kind: str, rc: int, text: str) -> Observation:
     return Observation(Outcome.ERROR, f"nc exit {rc}: {text.strip()[:100]}")
 
 
-def parse_results(text: str) -> dict[str, tuple[int, str]]:
-    """``<id> <rc> <output>`` lines into {id: (rc, output)}; other lines are ignored."""
-    out: dict[str, tuple[int, str]] = {}
+def parse_results(text: str) -> dict[str, tuple[int, int, str]]:
+    """``<id> <rc> <attempts> <output>`` lines into {id: (rc, attempts, output)}; other lines
+    are ignored."""
+    out: dict[str, tuple[int, int, str]] = {}
     for line in text.splitlines():
-        parts = line.strip().split(" ", 2)
-        if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
-            out[parts[0]] = (int(parts[1]), parts[2] if len(parts) > 2 else "")
+        parts = line.strip().split(" ", 3)
+        if len(parts) >= 3 and parts[1].lstrip("-").isdigit() and parts[2].isdigit():
+            out[parts[0]] = (int(parts[1]), int(parts[2]), parts[3] if len(parts) > 3 else "")
     return out
 
 

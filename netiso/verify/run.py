@@ -72,6 +72,8 @@ from netiso.verify.probes import (
 from netiso.verify.scenarios import (
     DEFAULT_NODE_LIMIT,
     NAMESPACE_PREFIX,
+    PROBE_LABEL,
+    RUN_LABEL,
     FlowSpec,
     Layout,
     NodeInfo,
@@ -86,7 +88,10 @@ from netiso.verify.scenarios import (
 CANARY_POLICY = "netiso-verify-canary-deny"
 DNS_NAME = "kubernetes.default.svc.cluster.local"
 SETTLE_SECONDS = 2.0
-RETRIES = 3
+RETRIES = 1          # rounds of new client pods for flows that still disagree
+IN_POD_SETTLE = 1    # seconds between tries inside a client pod
+CANARY_TRIES = 6     # tries inside a canary client after the deny (about 6 s of lag allowed)
+BUNDLE_TRIES = 4
 
 
 class Verdict(StrEnum):
@@ -263,49 +268,52 @@ class _Run:
                                      server_script(ports), ports=ports))
         return jobs
 
-    def _client_job(self, probe: Probe, attempts: Sequence[tuple[str, str, str, str]],
-                    phase: str) -> tuple[str, dict[str, Any]]:
+    def _client_job(self, probe: Probe, attempts: Sequence[Sequence[str]], phase: str,
+                    tries: int) -> tuple[str, dict[str, Any]]:
         name = job_name(self.settings, probe, phase)
-        env = {"NETISO_PROBES": client_lines(attempts), "NETISO_TIMEOUT": str(CONNECT_TIMEOUT)}
+        env = {"NETISO_PROBES": client_lines(attempts), "NETISO_TIMEOUT": str(CONNECT_TIMEOUT),
+               "NETISO_TRIES": str(tries), "NETISO_SETTLE": str(IN_POD_SETTLE)}
         return name, job_manifest(self.settings, probe, name, CLIENT_SCRIPT, env=env)
 
-    def _attempt(self, spec: FlowSpec) -> tuple[str, str, str, str]:
+    def _attempt(self, spec: FlowSpec, want: str) -> tuple[str, ...]:
         t = spec.target
         if t.dns_name:
-            return (spec.id, "dns", t.dns_name, "-")
+            return (spec.id, "dns", t.dns_name, "-", "-")
         if t.server:
             ip = (self.pods[t.server].get("status") or {}).get("podIP")
-            return (spec.id, "tcp", str(ip), str(t.port))
-        return (spec.id, "tcp", str(t.ip), str(t.port))
+            return (spec.id, "tcp", str(ip), str(t.port), want)
+        return (spec.id, "tcp", str(t.ip), str(t.port), want)
 
-    def probe(self, flows: Sequence[FlowSpec], probes: Mapping[str, Probe], phase: str
-              ) -> dict[str, tuple[Outcome, str, Mapping[str, Any]]]:
+    def probe(self, flows: Sequence[FlowSpec], probes: Mapping[str, Probe], phase: str,
+              wants: Mapping[str, str] | None = None, tries: int = 1
+              ) -> dict[str, tuple[Outcome, str, Mapping[str, Any], int]]:
         """Run the flows (one client Job per client probe, all at once); {flow id: (outcome,
-        detail, client pod)}."""
+        detail, client pod, attempts)}. ``wants`` (allowed/blocked per flow) lets a client try
+        again in place, up to ``tries`` times, while a connection disagrees with it."""
         by_client: dict[str, list[FlowSpec]] = {}
         for f in flows:
             by_client.setdefault(f.client, []).append(f)
         jobs: dict[str, tuple[str, list[FlowSpec]]] = {}
         manifests = []
         for client, specs in by_client.items():
-            name, manifest = self._client_job(probes[client],
-                                              [self._attempt(s) for s in specs], phase)
+            lines = [self._attempt(s, (wants or {}).get(s.id, "-")) for s in specs]
+            name, manifest = self._client_job(probes[client], lines, phase, tries)
             jobs[name] = (client, specs)
             manifests.append(manifest)
         self.runner.start(manifests)
         pods = self.runner.wait_finished(list(jobs))
-        out: dict[str, tuple[Outcome, str, Mapping[str, Any]]] = {}
+        out: dict[str, tuple[Outcome, str, Mapping[str, Any], int]] = {}
         for name, (client, specs) in jobs.items():
             pod = pods[name]
             self.pods[client] = pod
             raw = parse_results(self.runner.output(pod))
             for s in specs:
                 if s.id not in raw:
-                    out[s.id] = (Outcome.ERROR, "no result line from the client probe", pod)
+                    out[s.id] = (Outcome.ERROR, "no result line from the client probe", pod, 1)
                     continue
-                rc, text = raw[s.id]
+                rc, n, text = raw[s.id]
                 obs = classify(s.target.kind, rc, text)
-                out[s.id] = (obs.outcome, obs.detail, pod)
+                out[s.id] = (obs.outcome, obs.detail, pod, n)
         return out
 
     def _apply_all(self, objects: Sequence[Mapping[str, Any]]) -> None:
@@ -383,7 +391,8 @@ class _Run:
             server = layout.server(ns, layout.nodes[si])
             specs.append(FlowSpec(f"c{len(specs) + 1}", ENFORCEMENT, clients[ci].name,
                                   Target(layout.other_port, server=server), ""))
-        before = self.probe(specs, probes, "before")
+        before = self.probe(specs, probes, "before", dict.fromkeys(
+            (s.id for s in specs), "allowed"), tries=3)
         policy = {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": {"name": CANARY_POLICY, "namespace": ns,
@@ -392,20 +401,10 @@ class _Run:
         }
         self.kube.apply(policy)
         deny_key = f"{ns}/{CANARY_POLICY}"
-        after = self.probe(specs, probes, "after")
-        attempts = dict.fromkeys((s.id for s in specs), 1)
-        for retry in range(1, RETRIES + 1):
-            leaking = [s for s in specs if after[s.id][0] is Outcome.ALLOWED
-                       and before[s.id][0] is Outcome.ALLOWED]
-            if not leaking:
-                break
-            self.log(f"canary: {len(leaking)} flow(s) still connect after the deny: probing "
-                     f"again in {self.opts.settle:.0f}s (enforcement lags policy writes)")
-            time.sleep(self.opts.settle)
-            again = self.probe(leaking, probes, f"after-r{retry}")
-            for s in leaking:
-                after[s.id] = again[s.id]
-                attempts[s.id] += 1
+        # A connection that still succeeds is tried again inside the pod, a second apart, for
+        # about CANARY_TRIES seconds: the time an agent may take to program a new policy.
+        after = self.probe(specs, probes, "after", dict.fromkeys(
+            (s.id for s in specs), "blocked"), tries=CANARY_TRIES)
         flows: list[FlowResult] = []
         # Ingress is enforced where the destination runs: judge each node by the flows into
         # its server, as (before the deny, after the deny) pairs.
@@ -417,7 +416,7 @@ class _Run:
              Expectation(Outcome.BLOCKED, (deny_key,), f"{deny_key} denies all ingress")),
         ):
             for s in specs:
-                outcome, detail, pod = observed[s.id]
+                outcome, detail, pod, tries = observed[s.id]
                 srv_pod = self.pods[str(s.target.server)]
                 src_node = str((pod.get("spec") or {}).get("nodeName"))
                 dst_node = str((srv_pod.get("spec") or {}).get("nodeName"))
@@ -425,8 +424,7 @@ class _Run:
                 spec = FlowSpec(fid, ENFORCEMENT, s.client, s.target,
                                 f"canary {phase} the deny, port {s.target.port}")
                 flows.append(FlowResult(spec, _key(pod), src_node, _key(srv_pod), dst_node,
-                                        exp, None, outcome, detail,
-                                        attempts[s.id] if phase == "after" else 1))
+                                        exp, None, outcome, detail, tries))
                 if phase == "after":
                     into.setdefault(dst_node, []).append((before[s.id][0], outcome))
         verdicts: list[NodeVerdict] = []
@@ -515,7 +513,8 @@ class _Run:
         for ns in {*probed, values.dns.namespace}:
             policies += self.kube.list_network_policies(ns)
         started = time.monotonic()
-        observed = self.probe(specs, probes, "bundle")
+        wants = self._wants(specs, clients, snapshot, policies, dns_pods)
+        observed = self.probe(specs, probes, "bundle", wants, tries=BUNDLE_TRIES)
         self.log(f"{len(specs)} flows probed from {len(clients)} client(s) in "
                  f"{time.monotonic() - started:.1f}s")
         engine_live, engine_intended = self._engines(snapshot, policies, probed, own, dns_pods)
@@ -529,13 +528,13 @@ class _Run:
                      f"({', '.join(s.id for s in again)}): probing again in {opts.settle:.0f}s "
                      "(enforcement lags policy writes)")
             time.sleep(opts.settle)
-            redo = self.probe(again, probes, f"bundle-r{retry}")
+            redo = self.probe(again, probes, f"bundle-r{retry}", wants, tries=BUNDLE_TRIES)
             # The retried clients are new pods (new IPs): evaluate them on the same objects.
             engine_live, engine_intended = self._engines(snapshot, policies, probed, own,
                                                          dns_pods)
             for s in again:
                 r = self._judge(s, redo[s.id], engine_live, engine_intended, dns_pods)
-                r.attempts = results[s.id].attempts + 1
+                r.attempts += results[s.id].attempts
                 results[s.id] = r
         by_check: dict[str, list[FlowResult]] = {}
         for s in specs:
@@ -564,25 +563,59 @@ class _Run:
         del own
         return Engine(live), Engine(intended)
 
-    def _judge(self, spec: FlowSpec, observed: tuple[Outcome, str, Mapping[str, Any]],
+    def _destination(self, t: Target, dns_pods: Sequence[Mapping[str, Any]]
+                     ) -> tuple[str, str, str | None]:
+        """(engine spelling, label for people, node) of a flow's target."""
+        if t.server:
+            server = self.pods[t.server]
+            return _key(server), _key(server), str((server.get("spec") or {}).get("nodeName"))
+        if t.dns_name:
+            return _key(dns_pods[0]), f"{t.dns_name} (via {_key(dns_pods[0])})", None
+        return f"ip:{t.ip}", str(t.ip), None
+
+    def _wants(self, specs: Sequence[FlowSpec], clients: Sequence[Probe],
+               namespaces: Sequence[Mapping[str, Any]], policies: Sequence[Mapping[str, Any]],
+               dns_pods: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        """What each flow should do, from the live objects with the clients as they will be
+        created (labels and namespace; no IP yet): the clients retry in place until traffic
+        agrees. Only a hint: the verdict is computed again on the real client pods."""
+        stand_ins = [{
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": c.name, "namespace": c.namespace,
+                         "labels": {RUN_LABEL: self.run_id, PROBE_LABEL: c.name}},
+            "spec": {"nodeName": c.node.name, "containers": [{"name": "probe"}]},
+            "status": {"phase": "Pending"},
+        } for c in clients]
+        servers = [p for name, p in self.pods.items() if name in self.probes]
+        try:
+            engine = Engine(Cluster.from_objects(
+                [*namespaces, *servers, *dns_pods, *stand_ins, *policies], "live cluster"))
+        except PolicyInputError:
+            return {}
+        out: dict[str, str] = {}
+        by_name = {c.name: c for c in clients}
+        for spec in specs:
+            client = by_name[spec.client]
+            dst = self._destination(spec.target, dns_pods)[0]
+            try:
+                verdict = engine.check(f"{client.namespace}/{client.name}", dst,
+                                       spec.target.port, spec.target.protocol)
+            except PolicyInputError:
+                continue
+            out[spec.id] = "allowed" if verdict.allowed else "blocked"
+        return out
+
+    def _judge(self, spec: FlowSpec,
+               observed: tuple[Outcome, str, Mapping[str, Any], int],
                live: Engine, intended: Engine, dns_pods: Sequence[Mapping[str, Any]]
                ) -> FlowResult:
-        outcome, detail, pod = observed
+        outcome, detail, pod, tries = observed
         t = spec.target
         src_key = _key(pod)
         src_node = str((pod.get("spec") or {}).get("nodeName"))
-        dst_node: str | None = None
-        if t.server:
-            server = self.pods[t.server]
-            dst, dst_label = _key(server), _key(server)
-            dst_node = str((server.get("spec") or {}).get("nodeName"))
-        elif t.dns_name:
-            dst = _key(dns_pods[0])
-            dst_label = f"{t.dns_name} (via {dst})"
-        else:
-            dst, dst_label = f"ip:{t.ip}", str(t.ip)
+        dst, dst_label, dst_node = self._destination(t, dns_pods)
         fr = FlowResult(spec, src_key, src_node, dst_label, dst_node, observed=outcome,
-                        detail=detail, attempts=1)
+                        detail=detail, attempts=tries)
         try:
             fr.expected = expectation(live.check(src_key, dst, t.port, t.protocol))
             fr.intended = expectation(intended.check(src_key, dst, t.port, t.protocol))

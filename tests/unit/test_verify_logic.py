@@ -101,9 +101,9 @@ def test_classify(kind: str, rc: int, text: str, outcome: Outcome) -> None:
 
 
 def test_parse_results_ignores_noise() -> None:
-    text = "f1 0 ok\nsomething else\nf2 1 nc: timed out\nf3 127\n"
-    assert parse_results(text) == {"f1": (0, "ok"), "f2": (1, "nc: timed out"),
-                                   "f3": (127, "")}
+    text = "f1 0 1 ok\nsomething else\nf2 1 3 nc: timed out\nf3 127 1\n"
+    assert parse_results(text) == {"f1": (0, 1, "ok"), "f2": (1, 3, "nc: timed out"),
+                                   "f3": (127, 1, "")}
 
 
 # --- manifests ----------------------------------------------------------------------------------
