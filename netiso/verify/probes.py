@@ -492,18 +492,19 @@ def remove_leftovers(kube: Kube, now: datetime | None = None
         if not name.startswith(NAMESPACE_PREFIX) or "netiso" not in field_managers(ns_obj) \
                 or (meta.get("labels") or {}).get(MANAGED_BY) != "netiso":
             continue
+        if meta.get("deletionTimestamp"):
+            continue  # already being deleted (an earlier run's cleanup)
         if not _expired(ns_obj, now):
             active.append(f"namespace {name}")
-            continue
-        if meta.get("deletionTimestamp"):
             continue
         if kube.delete(NAMESPACE, name, uid=meta.get("uid")):
             removed.append(f"namespace {name}")
     for job in kube.list_objects(JOB, None, label_selector=RUN_LABEL):
         meta = job["metadata"]
         ns = str(meta["namespace"])
-        if ns.startswith(NAMESPACE_PREFIX) or "netiso" not in field_managers(job):
-            continue  # its namespace takes it along / not ours
+        if ns.startswith(NAMESPACE_PREFIX) or "netiso" not in field_managers(job) \
+                or meta.get("deletionTimestamp"):
+            continue  # its namespace takes it along / not ours / already being deleted
         if not _expired(job, now):
             active.append(f"Job {ns}/{meta['name']}")
             continue
