@@ -314,3 +314,19 @@ def test_ctrl_c_exits_130_not_0() -> None:
     _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
     assert err.strip().splitlines()[-1] == "netiso: interrupted"
+
+
+def test_bad_verify_input_is_one_line_exit_2() -> None:
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-c", "from netiso.cli import main; main()", "verify"]
+    for args, text in ((["--skip", "nope"], "--skip: unknown check 'nope'"),
+                       (["--nodes", "0"], "--nodes: '0' is not 'all' or a number >= 1"),
+                       (["--in-namespace", "Bad_Name"], "is not a valid namespace name"),
+                       (["--in-namespace", "x", "--canary-only"], "cannot be combined")):
+        out = subprocess.run([*base, *args], capture_output=True, text=True, timeout=60,
+                             check=False)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.startswith("netiso: error: ") and text in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1
