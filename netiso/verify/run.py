@@ -7,10 +7,11 @@ Design decisions:
   "enforced" when every flow into its server is blocked after the deny. Any node that is not
   ends the run (exit 3): bundle checks on a dataplane that ignores policies are noise.
   Partial enforcement is named node by node.
-* **Enforcement lags policy writes.** A flow whose observation disagrees with its expectation
-  is probed again after a short settle period (in both directions: a new deny lags as much as
-  a new allow), a few times, and reported with the number of attempts. A real leak stays a
-  leak; a slow agent is not reported as one.
+* **Enforcement lags policy writes.** Each client knows what its flows should do (the engine's
+  verdict with the clients as they will be created) and tries a disagreeing connection again in
+  place, a second apart, a few times (both directions: a new deny lags as much as a new allow);
+  a flow that still disagrees gets one more round in a new client pod after a settle period.
+  Attempts are reported per flow. A real leak stays a leak; a slow agent is not reported as one.
 * **The bundle goes where it would go.** Canary namespaces get the bundle rendered from the same
   values and provider as a real target, through server-side apply per object. With
   ``--in-namespace`` the servers and same-namespace clients run in a real namespace (its
