@@ -74,7 +74,7 @@ from netiso.ops.ownership import (
     is_netiso_created,
     unset_owned_fields,
 )
-from netiso.ops.pool import run_bounded
+from netiso.ops.pool import run_bounded, summarize_names
 
 LATER_NAMESPACES_NOTE = (
     "namespaces created after this run are not covered until the next `netiso apply`; "
@@ -298,14 +298,6 @@ class ApplyIncomplete(OperationFailed):
     def __init__(self, message: str, *, exit_code: ExitCode, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
-
-
-def summarize_names(items: Sequence[str], limit: int = 8) -> str:
-    """`a, b, c (+N more)` for an error line; `none` when empty."""
-    if not items:
-        return "none"
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
 def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete:

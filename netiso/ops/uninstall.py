@@ -51,10 +51,9 @@ from netiso.kube import (
     ResourceType,
     Unreachable,
 )
-from netiso.ops.apply import summarize_names
 from netiso.ops.order import safety_rank
 from netiso.ops.ownership import MANAGED_SELECTOR, is_netiso_created
-from netiso.ops.pool import ends_the_run, run_bounded
+from netiso.ops.pool import ends_the_run, run_bounded, summarize_names
 
 __all__ = ["Target", "UninstallClient", "UninstallReport", "find_targets", "uninstall"]
 
@@ -168,13 +167,19 @@ def incomplete_error(report: UninstallReport) -> OperationFailed:
     return err
 
 
+BEING_DELETED = "already being deleted"
+
+
 def find_targets(kube: UninstallClient, scope: Collection[str] | None = None
                  ) -> tuple[list[Target], list[tuple[Target, str]]]:
     """netiso's objects (and labelled look-alikes it will not touch), optionally only those in
-    (or, for a Namespace, named) one of ``scope``."""
+    (or, for a Namespace, named) one of ``scope``. Objects already being deleted (a namespace
+    netiso created stays Terminating for a while, with its contents) are reported, not deleted
+    again, so a rerun finds nothing left to do."""
     found: list[Target] = []
     skipped: list[tuple[Target, str]] = []
-    for rt in UNINSTALL_KINDS:
+    terminating: set[str] = set()
+    for rt in reversed(UNINSTALL_KINDS):  # namespaces first: their contents' fate is theirs
         for obj in kube.list_objects(rt, label_selector=MANAGED_SELECTOR):
             meta = obj["metadata"]
             target = Target(rt.kind, meta.get("namespace"), meta["name"], meta.get("uid"), rt,
@@ -183,7 +188,11 @@ def find_targets(kube: UninstallClient, scope: Collection[str] | None = None
             if scope is not None and where not in scope:
                 continue
             ok, why = is_netiso_created(obj)
-            if ok:
+            if ok and (meta.get("deletionTimestamp") or where in terminating):
+                skipped.append((target, BEING_DELETED))
+                if rt is NAMESPACE:
+                    terminating.add(target.name)
+            elif ok:
                 found.append(target)
             else:
                 skipped.append((target, why))
