@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _table(data: dict[str, Any]) -> Any:
     # Plain lines, not a rich Table: a table shrinks and ellipsises namespace names to the
     # terminal width (80 columns in a pipe), and these names are what people grep for.
@@ -26,18 +30,18 @@ def _table(data: dict[str, Any]) -> Any:
             ok = sum(1 for p in ns["policies"] if p["state"] == "in sync")
             lines.append(f"{ns['namespace']}: {ns['state']} "
                          f"({ok}/{len(ns['policies'])} bundle policies in sync, "
-                         f"{ns['pods']} pods)")
+                         f"{_count(ns['pods'], 'pod')})")
             for p in ns["policies"]:
                 if p["state"] != "in sync":
                     why = f": {'; '.join(p['reasons'])}" if p["reasons"] else ""
                     lines.append(f"  {p['name']}: {p['state']}{why}")
             for f in ns["foreignPolicies"]:
-                lines.append(f"  foreign policy {f['name']} ({f['selectedPods']} pods)"
+                lines.append(f"  foreign policy {f['name']} ({_count(f['selectedPods'], 'pod')})"
                              + (f" by {', '.join(f['managers'])}" if f["managers"] else ""))
         s = data["summary"]
-        n = len(data["namespaces"])
         lines.append(
-            f"{n} namespace{'' if n == 1 else 's'}: {s['inSync']} in sync, {s['drifted']} "
+            f"{_count(len(data['namespaces']), 'namespace')}: {s['inSync']} in sync, "
+            f"{s['drifted']} "
             f"drifted, {s['missing']} missing; enforcement: {data['enforcement']}"
         )
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

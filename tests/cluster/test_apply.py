@@ -288,7 +288,7 @@ def test_terminating_namespace_is_skipped_and_its_refusal_is_not_called_rbac(
         doc = json.loads(out.stdout)
         assert doc["namespaces"] == []
         assert doc["skipped"] == [{"namespace": name, "reason": "terminating"}]
-        assert f"skipped 1 namespace(s), terminating: {name}" in out.stderr
+        assert f"skipped 1 namespace, terminating: {name}" in out.stderr
         status = netiso(lab, "-o", "json", "status", "-n", name)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["skipped"] == [{"namespace": name,
