@@ -24,8 +24,9 @@ Design decisions:
   worked on in parallel.
 * **A deletion whose answer was lost is "unknown", not failed.** When the connection drops with
   a DELETE in flight, the server may well have deleted the object. Such objects are reported
-  ``unknown`` and read back once the run is over (one GET each): gone, still there, or "could
-  not read back" when the server is still unreachable.
+  ``unknown`` and read back once the run is over (a LIST of their kind and namespace, the role's
+  verb; no GET): gone, still there, or "could not read back" when the server is still
+  unreachable.
 * **The report says what happened, object by object.** An object inside a namespace netiso
   created is not deleted on its own (the namespace takes it along), so it is reported deleted
   only once its namespace's deletion was accepted. A failed deletion is reported with its error
@@ -36,7 +37,7 @@ Design decisions:
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -71,9 +72,6 @@ class UninstallClient(Protocol):
 
     def list_objects(self, rt: ResourceType, namespace: str | None = None, *,
                      label_selector: str | None = None) -> list[dict[str, Any]]: ...
-
-    def get(self, rt: ResourceType, name: str, namespace: str | None = None
-            ) -> dict[str, Any] | None: ...
 
     def delete(self, rt: ResourceType, name: str, namespace: str | None = None, *,
                dry_run: bool = False, uid: str | None = None) -> bool: ...
@@ -114,6 +112,7 @@ class UninstallReport:
     unknown: list[tuple[Target, ReadBack]] = field(default_factory=list)
     not_attempted: list[Target] = field(default_factory=list)
     read_back_error: str | None = None
+    lost: NetisoError | None = None  # the first error that lost a deletion's answer
 
     @property
     def complete(self) -> bool:
@@ -155,10 +154,10 @@ def incomplete_error(report: UninstallReport) -> OperationFailed:
         parts.append(f"outcome unknown: {_names(unsettled)}")
     if report.not_attempted:
         parts.append(f"not attempted: {_names(report.not_attempted)}")
-    first = report.failed[0][1] if report.failed else None
+    first = report.failed[0][1] if report.failed else report.lost
     if first is not None:
         parts.append(f"first error: {first.one_line()}")
-    elif report.read_back_error:
+    if report.read_back_error:
         parts.append(f"read-back failed: {report.read_back_error}")
     err = OperationFailed("; ".join(parts),
                           hint="fix the cause and rerun `netiso uninstall`: it finds what is left")
@@ -280,6 +279,7 @@ def uninstall(kube: UninstallClient, *, dry_run: bool = False, workers: int = 8,
         if isinstance(exc, Unreachable) and not dry_run:
             # The request may have reached the server: read back after the run.
             report.unknown.append((current, ReadBack.FAILED))
+            report.lost = report.lost or exc
             inside.setdefault(current.name, []).extend(contents)
         else:
             err = exc if isinstance(exc, NetisoError) else OperationFailed(
@@ -313,21 +313,25 @@ def uninstall(kube: UninstallClient, *, dry_run: bool = False, workers: int = 8,
 
 def _read_back(kube: UninstallClient, report: UninstallReport,
                inside: dict[str, list[Target]]) -> None:
-    """Settle each deletion whose answer was lost, with one GET; stop at the first failure
-    (the server is still unreachable: the others would fail alike)."""
+    """Settle each deletion whose answer was lost: one LIST per kind and namespace (what the
+    role grants; no GET), stopping at the first failure (the server is still unreachable, the
+    others would fail alike)."""
+    lists: dict[tuple[str, str | None], dict[str, Mapping[str, Any]] | None] = {}
     settled: list[tuple[Target, ReadBack]] = []
     for t, _ in list(report.unknown):
-        if report.read_back_error is None:
+        key = (t.kind, t.namespace)
+        if key not in lists and report.read_back_error is None:
             try:
-                obj = kube.get(t.rt, t.name, t.namespace)
+                objs = kube.list_objects(t.rt, t.namespace, label_selector=MANAGED_SELECTOR)
+                lists[key] = {o["metadata"]["name"]: o for o in objs}
             except NetisoError as exc:
                 report.read_back_error = exc.one_line()
-        if report.read_back_error is not None:
+        found = lists.get(key)
+        if found is None:
             answer = ReadBack.FAILED
         else:
-            meta = (obj or {}).get("metadata") or {}
-            gone = (obj is None or meta.get("uid") != t.uid
-                    or bool(meta.get("deletionTimestamp")))
+            meta = (found.get(t.name) or {}).get("metadata") or {}
+            gone = meta.get("uid") != t.uid or bool(meta.get("deletionTimestamp"))
             answer = ReadBack.GONE if gone else ReadBack.STILL_THERE
         settled.append((t, answer))
         if t.rt is NAMESPACE and answer is not ReadBack.STILL_THERE:

@@ -320,13 +320,10 @@ class FakeKube:
 
     def list_objects(self, rt: Any, namespace: str | None = None, *,
                      label_selector: str | None = None) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.objects.get(rt.kind, []))
-
-    def get(self, rt: Any, name: str, namespace: str | None = None) -> dict[str, Any] | None:
-        self.fail("get", f"{rt.kind}/{namespace or '-'}/{name}")
-        return next((copy.deepcopy(o) for o in self.objects.get(rt.kind, [])
-                     if o["metadata"]["name"] == name
-                     and o["metadata"].get("namespace") == namespace), None)
+        if namespace is not None:  # uninstall's read-back: one kind in one namespace
+            self.fail("list", f"{rt.kind}/{namespace}/")
+        return [copy.deepcopy(o) for o in self.objects.get(rt.kind, [])
+                if namespace in (None, o["metadata"].get("namespace"))]
 
     def request(self, method: str, path: str, req: Request, *,
                 query: Sequence[tuple[str, str]] = (), body: Any = None,

@@ -175,14 +175,9 @@ class FakeCluster:
 
     def list_objects(self, rt: ResourceType, namespace: str | None = None, *,
                      label_selector: str | None = None) -> list[dict[str, Any]]:
-        return [copy.deepcopy(o) for (kind, _, _), o in sorted(self.objects.items())
-                if kind == rt.kind]
-
-    def get(self, rt: ResourceType, name: str, namespace: str | None = None
-            ) -> dict[str, Any] | None:
-        self.fail("get", f"{namespace}/{name}", "before")
-        found = self.objects.get((rt.kind, namespace or "", name))
-        return copy.deepcopy(found) if found else None
+        self.fail("list", namespace or "*", "before")
+        return [copy.deepcopy(o) for (kind, ns, _), o in sorted(self.objects.items())
+                if kind == rt.kind and namespace in (None, ns)]
 
     def request(self, method: str, path: str, req: Request, *,
                 query: Sequence[tuple[str, str]] = (), body: Any = None,
