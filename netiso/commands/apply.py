@@ -155,7 +155,7 @@ def register(app: typer.Typer) -> None:
                 rep.warn("no target namespaces: nothing to apply")
             desired = render_bundle(vals, targets)
             rep.info(f"{'dry run: ' if dry_run else ''}{len(desired)} objects for "
-                     f"{len(targets)} namespaces")
+                     f"{_namespaces(len(targets))}")
 
             def before_write(first: list[Any]) -> None:
                 for ns in first:
