@@ -126,7 +126,12 @@ def register(app: typer.Typer) -> None:
         from netiso.config import SkipReason, load_values
         from netiso.console import Status
         from netiso.kube import connect
-        from netiso.ops.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
+        from netiso.ops.apply import (
+            LATER_NAMESPACES_NOTE,
+            NamespaceState,
+            apply_bundle,
+            incomplete_error,
+        )
         from netiso.ops.targets import select_targets
 
         rep = reporter(ctx)
@@ -170,7 +175,10 @@ def register(app: typer.Typer) -> None:
                         )
 
             def progress(ns: Any) -> None:
-                if ns.error:
+                if ns.state is NamespaceState.UNKNOWN:
+                    # The connection dropped with a write in flight: read back after the run.
+                    rep.warn(f"namespace {ns.namespace}: outcome unknown: {ns.error}")
+                elif ns.error:
                     rep.status(Status.FAILED, f"namespace {ns.namespace}: {ns.error}")
                 else:
                     rep.debug(f"namespace {ns.namespace}: {ns.state.value}")

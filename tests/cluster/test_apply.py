@@ -192,11 +192,17 @@ def test_excluded_and_opted_out_namespaces_are_skipped_and_said(lab: LabClient) 
         assert policies(lab, names[1]) == {}
         assert policies(lab, names[0])
 
+        # A system namespace named without --force is refused before anything is written:
+        # kube-system holds exactly what it held before, and nothing of netiso's.
+        before = {n: p.metadata.resource_version for n, p in policies(lab, "kube-system").items()}
         system = netiso(lab, "apply", "-n", "kube-system")
         assert system.returncode == 2
-        assert "kube-system" in system.stderr
-        assert policies(lab, "kube-system") == {} or all(
-            "netiso" not in n for n in policies(lab, "kube-system"))
+        assert "'kube-system' is a system namespace" in system.stderr
+        assert "pass --force" in system.stderr
+        after = policies(lab, "kube-system")
+        assert {n: p.metadata.resource_version for n, p in after.items()} == before
+        assert not [n for n, p in after.items()
+                    if (p.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "netiso"]
     finally:
         for n in names:
             lab.core.delete_namespace(n)
