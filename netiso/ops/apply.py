@@ -377,9 +377,10 @@ def _apply_namespace(
         try:
             after, created = server_side_apply(kube, obj, dry_run=dry_run, force=force_conflicts)
         except Unreachable:
-            result.changes.append(ObjectChange(ns, kind, name, Action.UNKNOWN,
-                                               attempted=Action.CREATE if before is None
-                                               else Action.UPDATE))
+            if not dry_run:  # a dry run writes nothing: its lost answer is just a failure
+                result.changes.append(ObjectChange(ns, kind, name, Action.UNKNOWN,
+                                                   attempted=Action.CREATE if before is None
+                                                   else Action.UPDATE))
             raise
         action = classify(before, after, dry_run=dry_run, created=created)
         diff = ""
@@ -395,8 +396,9 @@ def _apply_namespace(
                 kube.delete(NETWORK_POLICY, meta["name"], ns, dry_run=dry_run,
                             uid=meta.get("uid"))
             except Unreachable:
-                result.changes.append(ObjectChange(ns, "NetworkPolicy", meta["name"],
-                                                   Action.UNKNOWN, attempted=Action.PRUNE))
+                if not dry_run:
+                    result.changes.append(ObjectChange(ns, "NetworkPolicy", meta["name"],
+                                                       Action.UNKNOWN, attempted=Action.PRUNE))
                 raise
             result.changes.append(ObjectChange(ns, "NetworkPolicy", meta["name"], Action.PRUNE))
 

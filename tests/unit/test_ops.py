@@ -413,3 +413,19 @@ def test_uninstall_leaves_what_is_already_being_deleted_so_a_rerun_is_a_no_op() 
     assert sorted((t.kind, why) for t, why in report.skipped) == [
         ("Namespace", "already being deleted"), ("Pod", "already being deleted")]
     assert not any("netiso-probe" in w for w in fake.writes)
+
+
+def test_a_dry_run_that_loses_the_server_fails_and_is_never_unknown() -> None:
+    fake = FakeCluster()
+
+    def fail(verb: str, where: str, when: str) -> None:
+        if verb == "apply":
+            raise Unreachable("the API server at https://fake:6443 dropped the connection")
+
+    fake.fail = fail
+    desired = render_bundle(load_values(None, namespaces=[NS]), [NS])
+    report, error = apply_bundle(fake, desired, [NS], dry_run=True)
+    assert isinstance(error, Unreachable)
+    (ns,) = report.namespaces
+    assert ns.state is NamespaceState.FAILED
+    assert report.to_json()["summary"]["unknownObjects"] == 0
