@@ -280,3 +280,18 @@ def test_keep_leaves_the_run_and_uninstall_removes_it(lab: LabClient) -> None:
     assert gone.returncode == 0, gone.stderr
     deleted = {(d["kind"], d["name"]) for d in json.loads(gone.stdout)["deleted"]}
     assert ("Namespace", kept) in deleted
+
+
+def test_uninstall_removes_probe_jobs_left_in_a_real_namespace(lab: LabClient,
+                                                               namespace: str) -> None:
+    apply_bundle(lab, namespace)
+    out = netiso(lab, "-o", "json", "verify", "--in-namespace", namespace, "--keep")
+    assert out.returncode == 0, out.stdout + out.stderr
+    batch = __import__("kubernetes").client.BatchV1Api(lab.api)
+    left = {j.metadata.name for j in
+            batch.list_namespaced_job(namespace, label_selector=RUN_LABEL).items}
+    assert left
+    gone = netiso(lab, "-o", "json", "uninstall")
+    assert gone.returncode == 0, gone.stderr
+    deleted = {(d["kind"], d["namespace"], d["name"]) for d in json.loads(gone.stdout)["deleted"]}
+    assert {("Job", namespace, name) for name in left} <= deleted
