@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -76,9 +76,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -90,7 +90,8 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
         dry_run: Annotated[
             bool,
@@ -114,17 +115,25 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
         from netiso.bootstrap.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bootstrap.targets import select_targets
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
-        from netiso.config import load_values
+        from netiso.config import Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
             rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             by_reason: dict[str, list[str]] = {}
             for name, reason in skipped:

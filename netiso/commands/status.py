@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,9 +54,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -68,22 +68,31 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
     ) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bootstrap.status import read_status
         from netiso.bootstrap.targets import TERMINATING, select_targets
         from netiso.bundle import render_bundle
-        from netiso.config import load_values
+        from netiso.config import Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(f"context {kube.context} at {kube.server}")
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             for name, reason in skipped:
                 if reason == TERMINATING:
