@@ -190,7 +190,7 @@ def node_signals(facts: ClusterFacts, provider: Provider, *, provider_id_prefix:
         nodes = {n.name for n, _ in labelled}
         node, key = labelled[0]
         out.append(Signal(f"node labels ({count(len(nodes))})", f"{key}={node.labels[key]}",
-                          f"a {provider.value.upper()} node label", Strength.NODE, provider))
+                          f"a node label {provider.value.upper()} sets", Strength.NODE, provider))
     if version_marker:
         kubelets = [n.kubelet_version for n in facts.nodes if version_marker in n.kubelet_version]
         if kubelets:
