@@ -259,8 +259,8 @@ def choose_provider(requested: Provider | None, detection: Detection, *,
     detected = detection.provider
     if requested is None:
         if detection.decided_by_cluster:
-            return ProviderChoice(detected, f"provider {detected.value} (detected: "
-                                  f"{detection.reason}); pass --provider to override")
+            return ProviderChoice(detected, f"provider {detected.value} ({detection.reason}); "
+                                  "pass --provider to override")
         return ProviderChoice(detected, f"provider generic ({detection.reason})")
     if not detection.decided_by_cluster or requested is detected:
         return ProviderChoice(requested, f"provider {requested.value} (--provider)")

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 
+_NONE = (" (no DaemonSet of calico-node, cilium, anetd, azure-npm, aws-node's policy agent or "
+         "kube-router)")
+
+
 def _table(data: dict[str, Any]) -> Any:
     def draw(console: Console) -> None:
         from netiso.commands.apply import aligned
@@ -33,7 +37,7 @@ def _table(data: dict[str, Any]) -> Any:
                 ["context", f"{data['context'] or '-'} at {data['server'] or '-'}"],
                 ["identity", ident],
                 ["kubernetes", f"server {version['server'] or '-'}, kubelets {kubelets}"],
-                ["enforcement", enforcement["status"] + (f": {engines}" if engines else "")],
+                ["enforcement", enforcement["status"] + (f": {engines}" if engines else _NONE)],
             ]),
             "",
         ]

@@ -188,7 +188,7 @@ def test_provider_auto_gives_an_eks_cluster_the_eks_bundle(lab: LabClient, names
     flavour("eks")
     applied = netiso(lab, "-o", "json", "apply", "-n", namespace)
     assert applied.returncode == 0, applied.stderr
-    assert "detected provider eks (detected: " in applied.stderr
+    assert "detected provider eks (3 cluster-side signals point to eks" in applied.stderr
     egress = _egress(lab, namespace)
     # The live object: IMDS denied on IPv4 and IPv6, the Pod Identity agent allowed.
     blocks = {r.ip_block.cidr: r.ip_block._except for rule in egress for r in rule.to or []

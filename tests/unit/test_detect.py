@@ -271,7 +271,8 @@ def test_auto_takes_the_detected_provider() -> None:
     d = decide(ClusterFacts(nodes=(EKS_NODE,)))
     choice = choose_provider(None, d, force=False)
     assert choice.provider is Provider.EKS
-    assert choice.message.startswith("provider eks (detected: ")
+    assert choice.message == ("provider eks (3 cluster-side signals point to eks, none "
+                              "elsewhere); pass --provider to override")
 
 
 def test_explicit_provider_agreeing_or_on_an_undecided_cluster_stands() -> None:
