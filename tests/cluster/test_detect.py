@@ -143,6 +143,23 @@ def test_engine_daemonsets_are_read_in_any_namespace(lab: LabClient, namespace: 
     assert [e["engine"] for e in after["enforcement"]["engines"]] == ["calico"]
 
 
+def test_reads_an_identity_may_not_make_are_missing_evidence_not_errors(
+        lab: LabClient, namespace: str) -> None:
+    # A ServiceAccount with no role at all: it may read /version, not nodes or DaemonSets.
+    kubeconfig = lab.service_account_kubeconfig(namespace, "no-rights")
+    out = netiso(lab, "-o", "json", "detect", kubeconfig=kubeconfig)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+    assert doc["provider"] == "generic"
+    assert doc["kubernetesVersion"] == {"server": "v1.37.2", "kubelets": []}
+    assert [u.split(" (", 1)[0] for u in doc["unreadable"]] == ["nodes: forbidden",
+                                                                "daemonsets: forbidden"]
+    assert doc["reason"] == ("no cluster-side provider evidence; could not read nodes, "
+                             "daemonsets")
+    assert "warning could not read nodes: forbidden" in out.stderr
+
+
 # Ordered to switch as little as possible: generic (the lab as the session found it, normally),
 # gke, aks, then eks, which the --provider tests below keep using.
 @pytest.mark.parametrize("name", ["generic", "gke", "aks", "eks"])
