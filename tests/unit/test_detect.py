@@ -334,4 +334,23 @@ def test_detection_loads_no_cloud_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60)
+    # google.cloud, not google: the kubernetes client itself imports google.auth (its GCP
+    # kubeconfig auth provider) as soon as a command reads a cluster.
     assert out.stdout.strip() == "[]"
+
+
+def test_help_loads_no_cloud_sdk_nor_the_kubernetes_client() -> None:
+    code = (
+        "import sys\n"
+        "from netiso.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules}\n"
+        "             & {'boto3', 'botocore', 'azure', 'google', 'kubernetes'}), file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert "detect" in out.stdout
+    assert out.stderr.strip() == "[]"
