@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -21,6 +21,12 @@ def reporter(ctx: typer.Context) -> Reporter:
     if isinstance(obj, Reporter):
         return obj
     return Reporter(GlobalOptions())
+
+
+def connected_to(kube: Any) -> str:
+    """"context NAME at URL" for stderr; in-cluster credentials have no context name."""
+    where = f"context {kube.context}" if kube.context else "in-cluster credentials"
+    return f"{where} at {kube.server}"
 
 
 def values_for_cluster(rep: Reporter, kube: Kube, requested: Provider | None, *, force: bool,
