@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import ipaddress
 import json
 import os
@@ -182,6 +183,15 @@ def pod_netns_name(uid: str) -> str:
 def pod_host_veth(uid: str) -> str:
     """Node-side veth name (<= 15 chars, the kernel's IFNAMSIZ limit)."""
     return LINK_PREFIX + uid.replace("-", "")[:11]
+
+
+def eni_veth_name(namespace: str, pod: str) -> str:
+    """The host-side veth name the AWS VPC CNI gives a pod: `eni` + sha1("<ns>.<pod>")[:11].
+
+    Calico on EKS runs with FELIX_INTERFACEPREFIX=eni and finds pod interfaces by this very name,
+    so an EKS-flavoured lab names its veths the same way (15 chars, IFNAMSIZ-1).
+    """
+    return "eni" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
 
 
 def fabric_port(ip: str) -> str:

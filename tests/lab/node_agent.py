@@ -651,8 +651,14 @@ class PodWorker(threading.Thread):
                     self.ns, spec.get("dnsPolicy"), spec.get("dnsConfig"), self.host_network
                 )
                 hosts = network.hosts_file(self.ip, hostname, self.ns, spec.get("subdomain"))
+                # EKS: the VPC CNI's veth names, which Calico's `eni` interface prefix matches.
+                veth = (
+                    network.eni_veth_name(self.ns, self.pod_name)
+                    if self.agent.flavor == "eks"
+                    else None
+                )
                 self.netns = network.create_pod_netns(
-                    self.node, self.uid, self.ip, resolv=resolv, hosts=hosts
+                    self.node, self.uid, self.ip, resolv=resolv, hosts=hosts, veth=veth
                 )
             self.agent.annotate(self.pod, self.netns)
         except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import shlex
 import shutil
@@ -624,3 +625,9 @@ def test_applet_dir_left_half_built_by_a_crash_is_completed(tmp_path: Path) -> N
     # Idempotent: a complete dir is reused untouched (an agent restart).
     inode = Path(again).stat().st_ino
     assert images.ensure_applet_dir(tmp_path)[0] == again and Path(again).stat().st_ino == inode
+
+
+def test_eni_veth_names_are_what_the_vpc_cni_computes() -> None:
+    name = network.eni_veth_name("default", "web-0")
+    assert name.startswith("eni") and len(name) == 14
+    assert name == "eni" + hashlib.sha1(b"default.web-0").hexdigest()[:11]
