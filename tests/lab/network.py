@@ -426,7 +426,7 @@ def pod_exec_argv(
 
     `ip netns exec` gives a new mount namespace (binding /etc/netns/<ns>/resolv.conf and hosts);
     busybox `unshare -u` adds a UTS namespace for the pod hostname; the busybox shell then mounts a
-    private /dev (minimal device nodes) and /tmp, and bind-mounts the container's host-side
+    private /dev (minimal device nodes), /tmp and /run, and bind-mounts the container's host-side
     termination-message file at terminationMessagePath, so `echo msg > /dev/termination-log`
     works like in a real container and the agent can read it. `mounts` is the volume plan
     (volumes.mount_plan's script: nlab_* calls only, quoted), run next. With `new_root` (a
@@ -518,6 +518,7 @@ if [ -n "$2" ]; then
   /bin/busybox mount --bind "$2" /dev/.nlab-termination
 fi
 /bin/busybox mount -t tmpfs -o mode=1777,size=256m,nosuid,nodev tmp /tmp
+/bin/busybox mount -t tmpfs -o mode=755,size=64m,nosuid,nodev run /run
 if [ -n "$2" ]; then
   /bin/busybox mkdir -p "${3%/*}"
   : > "$3"

@@ -858,9 +858,12 @@ class PodWorker(threading.Thread):
         try:
             self._create_and_start(c)
         except volumes.ConfigError as exc:
+            # Usually something about to appear (a fresh namespace's kube-root-ca.crt, a Secret
+            # created right after the pod): retried soon, like kubelet's volume reconciler.
             c.start_failures += 1
+            log.info("%s/%s[%s]: %s", self.ns, self.pod_name, c.name, exc)
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
-            c.next_start = time.monotonic() + min(BACKOFF_MAX, 2.0 * c.start_failures)
+            c.next_start = time.monotonic() + min(2.0, 0.25 * 2**c.start_failures)
         except Exception as exc:
             c.start_failures += 1
             delay = backoff_delay(c.start_failures)

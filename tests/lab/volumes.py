@@ -38,8 +38,9 @@ JSON = dict[str, Any]
 NODE_CPU = "2"
 NODE_MEMORY = "8Gi"
 NODE_EPHEMERAL = "50Gi"
-# Directories that are private to each container already (tmpfs mounted by its init).
-PRIVATE_DIRS = ("/dev", "/tmp")
+# Directories that are private to each container already (fresh tmpfs mounted by its init; a
+# container never sees the host's /run, as with any runtime).
+PRIVATE_DIRS = ("/dev", "/tmp", "/run")
 
 _SUFFIX = {
     "n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000),
@@ -55,8 +56,6 @@ class ConfigError(Exception):
     hostPath type, unsupported volume...): it waits in CreateContainerConfigError with this
     message, as with kubelet, and the agent retries."""
 
-
-VolumeError = ConfigError
 
 
 def quantity(text: str | int | float) -> Fraction:
@@ -82,10 +81,10 @@ def resource_value(ref: JSON, containers: list[JSON], default_container: str | N
     name = ref.get("containerName") or default_container
     container = next((c for c in containers if c.get("name") == name), None)
     if container is None:
-        raise VolumeError(f"resourceFieldRef: no container {name!r}")
+        raise ConfigError(f"resourceFieldRef: no container {name!r}")
     kind, _, what = resource.partition(".")
     if kind not in ("limits", "requests") or what not in ("cpu", "memory", "ephemeral-storage"):
-        raise VolumeError(f"resourceFieldRef: unsupported resource {resource!r}")
+        raise ConfigError(f"resourceFieldRef: unsupported resource {resource!r}")
     resources = container.get("resources") or {}
     value = (resources.get(kind) or {}).get(what)
     if value is None and kind == "requests":
@@ -96,7 +95,7 @@ def resource_value(ref: JSON, containers: list[JSON], default_container: str | N
             value = "0"
     divisor = quantity(ref.get("divisor") or "1")
     if divisor == 0:
-        raise VolumeError("resourceFieldRef: divisor 0")
+        raise ConfigError("resourceFieldRef: divisor 0")
     result = math.ceil(quantity(value) / divisor)
     if what == "cpu":
         result = max(1, result)
@@ -131,7 +130,7 @@ def _items(data: dict[str, bytes], items: list[JSON] | None, default_mode: int, 
     for item in items:
         key = item.get("key", "")
         if key not in data:
-            raise VolumeError(f"{what}: no key {key!r}")
+            raise ConfigError(f"{what}: no key {key!r}")
         out.append((item.get("path") or key, data[key], int(item.get("mode") or default_mode)))
     return out
 
@@ -153,7 +152,7 @@ def _config_files(src: JSON, secret: bool, sources: Sources, default_mode: int,
     if obj is None:
         if src.get("optional"):
             return []
-        raise VolumeError(f"{what} not found")
+        raise ConfigError(f"{what} not found")
     mode = int(src.get("defaultMode") or default_mode)
     return _items(_object_data(obj, secret), src.get("items"), mode, what)
 
@@ -167,11 +166,11 @@ def _downward_files(src: JSON, sources: Sources, default_mode: int,
             path = item["fieldRef"].get("fieldPath", "")
             value = sources.field(path)
             if value is None:
-                raise VolumeError(f"downwardAPI: unsupported fieldPath {path!r}")
+                raise ConfigError(f"downwardAPI: unsupported fieldPath {path!r}")
         elif "resourceFieldRef" in item:
             value = sources.resource(item["resourceFieldRef"])
         else:
-            raise VolumeError(f"downwardAPI item {item.get('path')!r} has no source")
+            raise ConfigError(f"downwardAPI item {item.get('path')!r} has no source")
         out.append((item.get("path", ""), value.encode(), mode))
     return out
 
@@ -201,7 +200,7 @@ def volume_files(volume: JSON, sources: Sources) -> list[tuple[str, bytes, int]]
             elif "downwardAPI" in src:
                 files += _downward_files(src["downwardAPI"] or {}, sources, mode)
             else:
-                raise VolumeError(f"projected volume source {sorted(src)} is not supported")
+                raise ConfigError(f"projected volume source {sorted(src)} is not supported")
         return files
     return None
 
@@ -210,7 +209,7 @@ def safe_relative(path: str) -> str:
     """A volume-relative path that stays inside the volume (no absolute path, no `..`)."""
     norm = os.path.normpath(path)
     if not path or os.path.isabs(path) or norm == ".." or norm.startswith("../"):
-        raise VolumeError(f"path {path!r} escapes its volume")
+        raise ConfigError(f"path {path!r} escapes its volume")
     return norm
 
 
@@ -230,7 +229,7 @@ def host_path(node_root: Path, volume: JSON) -> Path:
     spec = volume.get("hostPath") or {}
     raw = str(spec.get("path", ""))
     if not raw.startswith("/"):
-        raise VolumeError(f"hostPath {raw!r} is not absolute")
+        raise ConfigError(f"hostPath {raw!r} is not absolute")
     path = node_root / os.path.normpath(raw).lstrip("/")
     kind = spec.get("type") or ""
     if kind in ("", "DirectoryOrCreate"):
@@ -241,11 +240,11 @@ def host_path(node_root: Path, volume: JSON) -> Path:
         if not path.exists():
             path.touch()
     elif kind == "Directory" and not path.is_dir():
-        raise VolumeError(f"hostPath type check failed: {raw} is not a directory")
+        raise ConfigError(f"hostPath type check failed: {raw} is not a directory")
     elif kind == "File" and not path.is_file():
-        raise VolumeError(f"hostPath type check failed: {raw} is not a file")
+        raise ConfigError(f"hostPath type check failed: {raw} is not a file")
     elif kind in ("Socket", "CharDevice", "BlockDevice") and not path.exists():
-        raise VolumeError(f"hostPath type check failed: {raw} is not a {kind}")
+        raise ConfigError(f"hostPath type check failed: {raw} is not a {kind}")
     return path
 
 
@@ -301,10 +300,10 @@ def mount_plan(mounts: list[tuple[str, str, bool]], lookup: Lookup = host_lookup
 
     for src, mount_path, readonly in ordered:
         if not mount_path.startswith("/"):
-            raise VolumeError(f"mountPath {mount_path!r} is not absolute")
+            raise ConfigError(f"mountPath {mount_path!r} is not absolute")
         src_kind = lookup(src)
         if src_kind is None:
-            raise VolumeError(f"volume source {src} does not exist")
+            raise ConfigError(f"volume source {src} does not exist")
         parts = [p for p in os.path.normpath(mount_path).split("/") if p]
         cur, rest = "/", list(parts)
         while rest:
@@ -332,7 +331,7 @@ def mount_plan(mounts: list[tuple[str, str, bool]], lookup: Lookup = host_lookup
             if src_kind == "file":
                 lines.append(f"nlab_touch {shlex.quote(target)}")
         elif lookup(target) != src_kind:
-            raise VolumeError(
+            raise ConfigError(
                 f"cannot mount a {src_kind} on {mount_path}: it is a {lookup(target)}")
         ro = "ro" if readonly else "rw"
         lines.append(f"nlab_bind {shlex.quote(src)} {shlex.quote(target)} {ro}")

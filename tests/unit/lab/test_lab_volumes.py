@@ -31,9 +31,16 @@ def plan(*mounts: tuple[str, str, bool]) -> volumes.Plan:
 
 
 def test_missing_mount_point_is_made_in_a_shadow_of_its_deepest_existing_dir() -> None:
+    got = plan(("/s/vol", "/etc/kubernetes/pki", True))
+    assert got == volumes.Plan(False, (
+        "nlab_shadow /etc",
+        "nlab_mkdir /etc/kubernetes/pki",
+        "nlab_bind /s/vol /etc/kubernetes/pki ro",
+    ))
+    # /run is the container's own tmpfs (the host's /run is never visible): no shadow needed,
+    # and /var/run resolves to it as on the host.
     got = plan(("/s/vol", "/var/run/secrets/kubernetes.io/serviceaccount", True))
     assert got == volumes.Plan(False, (
-        "nlab_shadow /run",
         "nlab_mkdir /run/secrets/kubernetes.io/serviceaccount",
         "nlab_bind /s/vol /run/secrets/kubernetes.io/serviceaccount ro",
     ))
@@ -54,14 +61,15 @@ def test_top_level_mount_point_needs_a_new_root_and_existing_ones_are_bound_in_p
 
 
 def test_plan_never_creates_anything_outside_what_the_container_owns() -> None:
-    got = plan(("/s/f", "/run/xtables.lock", False), ("/s/vol", "/run/lock/x", False),
+    got = plan(("/s/f", "/run/xtables.lock", False), ("/s/vol", "/etc/lab/x", False),
                ("/s/vol", "/var/lib/calico/sub", False))
     created = [line.split()[1] for line in got.lines if line.startswith(("nlab_mkdir",
                                                                           "nlab_touch"))]
     shadows = [line.split()[1] for line in got.lines if line.startswith("nlab_shadow")]
-    assert shadows == ["/run", "/run/lock", "/var/lib/calico"]
+    assert shadows == ["/etc", "/var/lib/calico"]
     for path in created:
-        assert lookup(path) is None, f"{path} exists on the host: it must not be created"
+        private = path in volumes.PRIVATE_DIRS or path.startswith(("/run/", "/tmp/", "/dev/"))
+        assert private or lookup(path) is None, f"{path} exists on the host: not to be created"
     with pytest.raises(volumes.ConfigError, match="cannot mount a dir on /etc/hosts"):
         plan(("/s/vol", "/etc/hosts", False))
 
