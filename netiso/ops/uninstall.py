@@ -15,8 +15,8 @@ Design decisions:
   anything from it). ``--namespace``/``--selector`` narrow it to some namespaces (taking netiso
   out of one team's namespaces while leaving the rest isolated).
 * **Kinds**: the bundle's NetworkPolicies, and verification leftovers (probe Jobs, pods,
-  services, config maps, and probe namespaces netiso created). Namespaces go last, each deletion guarded by
-  the object's uid so a same-named object created meanwhile is never hit.
+  services, config maps, and probe namespaces netiso created). Namespaces go last, each deletion
+  guarded by the object's uid so a same-named object created meanwhile is never hit.
 * **Never more closed than before** (``ops.order``). A namespace's NetworkPolicies are deleted
   one after the other, default-denies first and the allows after them, each only once the one
   before is gone: a run that stops half-way (Ctrl-C, the API server gone) leaves a namespace
