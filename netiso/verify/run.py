@@ -35,10 +35,11 @@ from enum import StrEnum
 from typing import Any
 
 from netiso.bundle import render_bundle
-from netiso.config import EKS_POD_IDENTITY, PolicyKey, Provider, Values
+from netiso.config import PolicyKey, Values
 from netiso.errors import PreconditionFailed, UsageError
 from netiso.kube import NAMESPACE, NETWORK_POLICY, NODE, POD, SERVICEACCOUNT, Kube
 from netiso.policy import Cluster, Engine, PolicyInputError
+from netiso.profiles import EKS_POD_IDENTITY, Provider
 from netiso.verify.checks import (
     BUNDLE_CHECKS,
     ENFORCEMENT,
