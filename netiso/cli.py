@@ -236,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
         group = typer.main.get_command(app)
         assert isinstance(group, TyperGroup)
         args = hoist_global_options(group, args)
-        group.main(args=args, prog_name="netiso", standalone_mode=False)
+        code = group.main(args=args, prog_name="netiso", standalone_mode=False)
+        if code == 130:
+            # typer turns Ctrl-C (KeyboardInterrupt) into Exit(130) and, not standalone,
+            # returns that code instead of raising: without this, an interrupted run exits 0.
+            raise KeyboardInterrupt
     except NetisoError as exc:
         if _parsed.verbose > 0:
             import traceback

@@ -1,14 +1,226 @@
-"""`netiso verify`."""
+"""`netiso verify`: prove with real traffic, on every node, that the policies bite.
+
+Thin: parse options, call ``netiso.verify.run.verify``, print the table (or the VerifyResult
+document), write ``--junit``, and turn the verdict into an error for the one exit path in
+``netiso.cli`` (3 mismatch or not enforced, 1 probing failed) after the result is printed.
+SIGTERM (a CI job's timeout) is turned into KeyboardInterrupt for the duration of the run so the
+run's cleanup happens on that way out too.
+"""
 
 from __future__ import annotations
 
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
 
-from netiso.errors import NotImplementedYet
+from netiso.commands._common import reporter
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from netiso.console import Reporter
+
+
+def likely_provider(provider: str) -> str:
+    """The provider the "likely cause" line speaks for. One place, so detection can replace the
+    flag's default later without touching the rest."""
+    return provider.lower()
+
+
+def parse_nodes(text: str) -> int | None:
+    from netiso.errors import UsageError
+
+    if text == "all":
+        return None
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise UsageError(f"--nodes: {text!r} is not 'all' or a number >= 1")
+
+
+def _flow_text(f: dict[str, Any]) -> str:
+    to = f["to"]
+    client = f["from"]["pod"].split("/", 1)[-1]
+    target = str(to["target"]).split("/", 1)[-1]
+    if f["check"] == "dns":
+        return f"{_probe(client)} -> dns {str(to['target']).split(' ', 1)[0]}"
+    return f"{_probe(client)} -> {_probe(target)}:{to['port']}"
+
+
+def _probe(pod_name: str) -> str:
+    """nv-<run>-cli-a-1-bundle-x7k2p -> cli-a-1 (the probe name people recognise)."""
+    parts = pod_name.split("-")
+    if len(parts) > 2 and parts[0] == "nv":
+        parts = parts[2:]
+        for cut in ("before", "after", "bundle"):
+            if cut in parts:
+                parts = parts[: parts.index(cut)]
+                break
+        else:
+            parts = parts[:-1] if len(parts) > 2 else parts
+        return "-".join(parts)
+    return pod_name
+
+
+def table(data: dict[str, Any]) -> Any:
+    from netiso.commands.apply import aligned
+
+    def draw(console: Console) -> None:
+        rows = []
+        for f in data["flows"]:
+            mark = "✓" if f["ok"] else "✗"
+            rows.append([mark, f["id"], f["check"], _flow_text(f),
+                         f"{f['from']['node']}->{f['to']['node'] or '-'}",
+                         str(f["expected"]), str(f["observed"]), f["reason"]])
+        out = []
+        if rows:
+            out.append(aligned(["", "ID", "CHECK", "FLOW", "NODES", "EXPECTED", "OBSERVED",
+                                "REASON"], rows))
+        for c in data["checks"]:
+            if c["status"] == "skipped":
+                out.append(f"skipped check {c['name']}: {c['message']}")
+            elif c["status"] != "passed":
+                out.append(f"{c['status']} check {c['name']}: {c['message']}")
+        enf = data["enforcement"]
+        for n in enf["nodes"]:
+            if n["enforced"] is False:
+                out.append(f"not enforced on {n['name']}: {n['detail']}")
+        if enf["likelyCause"]:
+            out.append(f"likely cause: {enf['likelyCause']}")
+        s = data["summary"]
+        known = [n for n in enf["nodes"] if n["enforced"]]
+        out.append(
+            f"verify {data['verdict']}: {s['flows']} flows, {s['passed']} ✓, {s['failed']} ✗, "
+            f"{s['probeErrors']} probe errors; enforcement {enf['state']} "
+            f"({len(known)}/{len(enf['nodes'])} nodes); {s['checksSkipped']} checks skipped")
+        console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
+
+    return draw
 
 
 def register(app: typer.Typer) -> None:
     @app.command("verify")
-    def verify() -> None:
-        """Not implemented yet (exits 2)."""
-        raise NotImplementedYet("verify")
+    def verify(
+        ctx: typer.Context,
+        values: Annotated[
+            Path | None,
+            typer.Option("--values", "-f", help="Values file (YAML): the bundle the canary "
+                         "namespaces receive.", metavar="FILE"),
+        ] = None,
+        provider: Annotated[
+            str,
+            typer.Option("--provider", "-p", help="Provider defaults and likely causes: eks, "
+                         "gke, aks or generic.", metavar="PROVIDER"),
+        ] = "generic",
+        nodes: Annotated[
+            str,
+            typer.Option("--nodes", help="Nodes to probe: 'all', or N (spread across zones "
+                         "and node pools). Default: all, up to 10.", metavar="all|N",
+                         show_default=False),
+        ] = "10",
+        canary_only: Annotated[
+            bool, typer.Option("--canary-only", help="Only the enforcement canary.")
+        ] = False,
+        in_namespace: Annotated[
+            str | None,
+            typer.Option("--in-namespace", metavar="NAME",
+                         help="Probe this real namespace instead of a canary one (probe pods "
+                              "never become Ready)."),
+        ] = None,
+        keep: Annotated[
+            bool, typer.Option("--keep", help="Leave the probe namespaces and Jobs in place.")
+        ] = False,
+        skip: Annotated[
+            list[str] | None,
+            typer.Option("--skip", metavar="CHECK", help="Skip a check by name (repeatable)."),
+        ] = None,
+        probe_image: Annotated[
+            str | None,
+            typer.Option("--probe-image", metavar="IMAGE",
+                         help="Probe image with busybox's sh, nc and nslookup (default "
+                              "busybox:1.36)."),
+        ] = None,
+        image_pull_secret: Annotated[
+            list[str] | None,
+            typer.Option("--image-pull-secret", metavar="NAME",
+                         help="Pull secret for the probe image (repeatable; it must exist in "
+                              "the probed namespace)."),
+        ] = None,
+        junit: Annotated[
+            Path | None,
+            typer.Option("--junit", metavar="FILE", help="Also write a JUnit XML report."),
+        ] = None,
+        timeout: Annotated[
+            float,
+            typer.Option("--timeout", min=5, metavar="SECONDS",
+                         help="Give up waiting for probe pods after this long."),
+        ] = 120.0,
+    ) -> None:
+        """Prove with real traffic, on every node, that NetworkPolicies are enforced.
+
+        Exit 0 when every flow matches, 3 on a mismatch or when a node does not enforce,
+        1 when probing failed (image pull, scheduling, timeout), 2 for bad input.
+        """
+        run(reporter(ctx), values=values, provider=provider, nodes=nodes,
+            canary_only=canary_only, in_namespace=in_namespace, keep=keep, skip=skip or [],
+            probe_image=probe_image, pull_secrets=image_pull_secret or [], junit=junit,
+            timeout=timeout)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def run(rep: Reporter, *, values: Path | None, provider: str, nodes: str, canary_only: bool,
+        in_namespace: str | None, keep: bool, skip: list[str], probe_image: str | None,
+        pull_secrets: list[str], junit: Path | None, timeout: float) -> None:
+    from netiso.config import is_namespace_name, load_values
+    from netiso.console import Status
+    from netiso.errors import OperationFailed, UsageError, VerificationFailed
+    from netiso.kube import connect
+    from netiso.verify.junit import to_junit
+    from netiso.verify.probes import DEFAULT_IMAGE
+    from netiso.verify.run import Options, Verdict, validate_skip
+    from netiso.verify.run import verify as verify_run
+
+    vals = load_values(values, provider=provider)
+    limit = parse_nodes(nodes)
+    skipped = validate_skip(skip)
+    if in_namespace is not None and not is_namespace_name(in_namespace):
+        raise UsageError(f"--in-namespace: {in_namespace!r} is not a valid namespace name")
+    if in_namespace is not None and canary_only:
+        raise UsageError("--in-namespace cannot be combined with --canary-only (the canary "
+                         "always runs in its own namespace)")
+    opts = Options(values=vals, provider=likely_provider(provider), nodes=limit,
+                   canary_only=canary_only, in_namespace=in_namespace, keep=keep, skip=skipped,
+                   image=probe_image or DEFAULT_IMAGE, pull_secrets=tuple(pull_secrets),
+                   timeout=timeout)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with connect(rep.options.kubeconfig, rep.options.context) as kube:
+            rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
+            result = verify_run(kube, opts, rep.info)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    data = result.to_json()
+    rep.result(data, table(data))
+    if junit is not None:
+        try:
+            junit.write_text(to_junit(data), encoding="utf-8")
+        except OSError as exc:
+            raise OperationFailed(f"--junit {junit}: cannot write: {exc.strerror}") from exc
+    verdict = result.verdict
+    if verdict is Verdict.NOT_ENFORCED:
+        off = [n.node.name for n in result.nodes if n.enforced is False]
+        raise VerificationFailed(f"NetworkPolicy not enforced on {', '.join(off)}",
+                                 hint=f"likely cause: {result.likely_cause}")
+    if verdict is Verdict.FAILED:
+        bad = [f.spec.id for f in result.flows if not f.ok and not f.probe_error]
+        raise VerificationFailed(f"{len(bad)} flow(s) do not match: {', '.join(bad)}")
+    if verdict is Verdict.PROBE_ERROR:
+        raise OperationFailed("probing failed: "
+                              + "; ".join(f"{f.spec.id}: {f.reason}" for f in result.flows
+                                          if f.probe_error)[:400]
+                              or "probing failed: the canary could not connect")

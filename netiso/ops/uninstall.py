@@ -14,9 +14,9 @@ Design decisions:
   included (it removes only netiso's own objects, so opting a namespace out never protects
   anything from it). ``--namespace``/``--selector`` narrow it to some namespaces (taking netiso
   out of one team's namespaces while leaving the rest isolated).
-* **Kinds**: the bundle's NetworkPolicies, and verification leftovers (probe pods, services,
-  config maps, and probe namespaces netiso created). Namespaces go last, each deletion guarded by
-  the object's uid so a same-named object created meanwhile is never hit.
+* **Kinds**: the bundle's NetworkPolicies, and verification leftovers (probe Jobs, pods,
+  services, config maps, and probe namespaces netiso created). Namespaces go last, each deletion
+  guarded by the object's uid so a same-named object created meanwhile is never hit.
 * **Never more closed than before** (``ops.order``). A namespace's NetworkPolicies are deleted
   one after the other, default-denies first and the allows after them, each only once the one
   before is gone: a run that stops half-way (Ctrl-C, the API server gone) leaves a namespace
@@ -45,6 +45,7 @@ from typing import Any, Protocol
 from netiso.errors import NetisoError, OperationFailed
 from netiso.kube import (
     CONFIGMAP,
+    JOB,
     NAMESPACE,
     NETWORK_POLICY,
     POD,
@@ -58,8 +59,11 @@ from netiso.ops.pool import ends_the_run, run_bounded, summarize_names
 
 __all__ = ["Target", "UninstallClient", "UninstallReport", "find_targets", "uninstall"]
 
-# Deletion order: what lives inside namespaces first, the namespaces netiso created last.
-UNINSTALL_KINDS: tuple[ResourceType, ...] = (NETWORK_POLICY, POD, SERVICE, CONFIGMAP, NAMESPACE)
+# Deletion order: what lives inside namespaces first, the namespaces netiso created last. Jobs:
+# verify's probes (a killed `verify --in-namespace` leaves them in a real namespace; deleting a
+# Job takes its pods along).
+UNINSTALL_KINDS: tuple[ResourceType, ...] = (NETWORK_POLICY, POD, SERVICE, CONFIGMAP, JOB,
+                                             NAMESPACE)
 
 
 class UninstallClient(Protocol):
