@@ -439,12 +439,14 @@ class Kube:
             query.append(("resourceVersion", resource_version))
         resp = self.request("GET", rt.path(namespace), req, query=query,
                             timeout=timeout_seconds + 10, stream=True)
-        buffer = b""
+        buffer = bytearray()
         try:
-            for chunk in resp.stream(4096, decode_content=True):
+            # Large chunks and an in-place buffer: one event of a big CRD is over a megabyte.
+            for chunk in resp.stream(1 << 16, decode_content=True):
                 buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
+                while (end := buffer.find(b"\n")) >= 0:
+                    line = bytes(buffer[:end])
+                    del buffer[:end + 1]
                     if not line.strip():
                         continue
                     event = json.loads(line)
@@ -491,6 +493,10 @@ class Kube:
                         return current
                     if time.monotonic() >= deadline:
                         break
+            except Unreachable:
+                # The watch broke mid-stream (a proxy or the server closed it): relist, as
+                # client-go's reflector does; a server really gone fails the list above.
+                pass
             except KubeError as exc:
                 if exc.status != 410:  # 410 Gone: the resourceVersion is too old; relist
                     raise

@@ -256,6 +256,10 @@ _TLS_VERIFY: tuple[tuple[str, str], ...] = (
      "the server's certificate is not signed by the CA in your kubeconfig"),
     ("unable to get issuer certificate",
      "the server's certificate is not signed by the CA in your kubeconfig"),
+    # A CA of the same name but another key (kubeadm names every CA "kubernetes"; a cluster
+    # recreated keeps the name): OpenSSL finds it by name, then the signature does not verify.
+    ("certificate signature failure",
+     "the server's certificate is not signed by the CA in your kubeconfig"),
     ("self-signed certificate",
      "the server presents a self-signed certificate that is not the CA in your kubeconfig"),
     ("self signed certificate",

@@ -148,3 +148,24 @@ def test_cli_names_the_fault_with_exit_2_and_no_warning(tmp_path: Path) -> None:
         f"netiso: error: kubeconfig {path}: the server URL '10.0.0.1:6443' of cluster 'lab' "
         "is malformed: it has no scheme (write https://HOST:PORT)"]
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("text", "meaning"),
+    [
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: unable to get local issuer "
+         "certificate (_ssl.c:1006)", "is not signed by the CA in your kubeconfig"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate signature "
+         "failure (_ssl.c:1006)", "is not signed by the CA in your kubeconfig"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in "
+         "certificate chain (_ssl.c:1006)", "is not signed by the CA in your kubeconfig"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
+         "certificate is not valid for 'x'. (_ssl.c:1006)", "does not name the host"),
+        ("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: certificate has expired "
+         "(_ssl.c:1006)", "has expired"),
+    ],
+)
+def test_tls_verify_failures_say_what_is_wrong(text: str, meaning: str) -> None:
+    explained = kube.explain_tls_failure(text)
+    assert explained is not None and meaning in explained
+    assert kube.explain_tls_failure("Connection refused") is None
