@@ -162,8 +162,8 @@ def load_configuration(
                 hint=f"known contexts: {', '.join(names) or 'none'}",
             )
         where = f"kubeconfig {', '.join(existing)}"
-        cluster_name, cluster, user_name, user = _active_entries(merged, active)
-        check_entries(where, cluster_name, cluster, user_name, user)
+        cluster_name, cluster, user_name, user_entry = _active_entries(merged, active)
+        check_entries(where, cluster_name, cluster, user_name, user_entry)
         capture = _LogCapture()
         root = logging.getLogger()
         root.addHandler(capture)
