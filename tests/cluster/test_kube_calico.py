@@ -103,7 +103,7 @@ def test_calico_release_applies_and_deletes_through_the_seam(lab: LabClient) -> 
             assert not any(a.created for a in again)
             assert k.discovery.passes == passes <= 1
         finally:
-            deleted = k.delete_all(objects, wait=True, timeout=240)
+            deleted = k.delete_all(objects, wait=True, timeout=300)
         # Reverse order: the custom resource first, the CRDs last.
         assert deleted[0].ref == "Installation default"
         assert all(d.ref.startswith("CustomResourceDefinition") for d in deleted[-len(crds):])
