@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import connected_to, reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -85,9 +85,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -99,7 +99,8 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
         dry_run: Annotated[
             bool,
@@ -122,8 +123,9 @@ def register(app: typer.Typer) -> None:
         ] = 8,
     ) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
-        from netiso.config import SkipReason, load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
         from netiso.ops.apply import (
@@ -133,12 +135,19 @@ def register(app: typer.Typer) -> None:
             incomplete_error,
         )
         from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
             rep.status(Status.INFO, connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             by_reason: dict[str, list[str]] = {}
             for skip in skipped:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import connected_to, reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,9 +59,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -73,22 +73,31 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
     ) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import render_bundle
-        from netiso.config import SkipReason, load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
         from netiso.ops.status import read_status
         from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             for skip in skipped:
                 if skip.reason is SkipReason.TERMINATING:

@@ -40,9 +40,11 @@ from netiso.kube.errors import (
 )
 from netiso.kube.kubeconfig import (
     IN_CLUSTER_DIR,
+    ClusterRef,
     KubeconfigSource,
     first_current_context,
     kubeconfig_paths,
+    read_cluster_ref,
     server_url_problem,
 )
 from netiso.kube.objects import (
@@ -82,11 +84,11 @@ __all__ = [
     "APPLY_PATCH", "CLUSTER_ROLE", "CLUSTER_ROLE_BINDING", "CONFIGMAP", "CRD", "CRD_COMPONENTS",
     "DAEMONSET", "DEPLOYMENT", "FIELD_MANAGER", "IN_CLUSTER_DIR", "JOB", "LAST_APPLIED",
     "NAMESPACE", "NETWORK_POLICY", "NODE", "POD", "SERVICE", "SERVICEACCOUNT", "Applied",
-    "ApplyConflict", "ApplyResult", "Deleted", "Denied", "Discovery", "Forbidden", "Kube",
-    "KubeError", "KubeconfigSource", "MissingResourceType", "NotFound", "Obj", "Request",
+    "ApplyConflict", "ApplyResult", "ClusterRef", "Deleted", "Denied", "Discovery", "Forbidden",
+    "Kube", "KubeError", "KubeconfigSource", "MissingResourceType", "NotFound", "Obj", "Request",
     "ResourceType", "Response", "Unauthorized", "Unreachable", "UntrustedServer", "apply_order",
     "connect", "delete_order", "explain_tls_failure", "field_managers", "first_current_context",
     "has_condition", "is_idempotent", "kind_rank", "kubeconfig_paths", "load_manifests",
-    "parse_manifests", "resource_type", "resource_type_of", "retry_policy", "server_url_problem",
-    "strip_server_fields", "translate_status",
+    "parse_manifests", "read_cluster_ref", "resource_type", "resource_type_of", "retry_policy",
+    "server_url_problem", "strip_server_fields", "translate_status",
 ]

@@ -169,3 +169,14 @@ def test_tls_verify_failures_say_what_is_wrong(text: str, meaning: str) -> None:
     explained = kube.explain_tls_failure(text)
     assert explained is not None and meaning in explained
     assert kube.explain_tls_failure("Connection refused") is None
+
+
+def test_detection_facts_skip_a_binary_kubeconfig(tmp_path: Path) -> None:
+    # read_cluster_ref never fails (connect names the fault); a binary file is skipped like an
+    # unreadable one, and the next file of $KUBECONFIG still answers.
+    binary = tmp_path / "kubectl"
+    binary.write_bytes(bytes(range(256)) * 8)
+    good = _write(tmp_path, server="https://10.0.0.1:6443")
+    ref = kube.read_cluster_ref(environ={"KUBECONFIG": f"{binary}:{good}"})
+    assert (ref.context, ref.cluster, ref.server) == ("x", "lab", "https://10.0.0.1:6443")
+    assert kube.read_cluster_ref(str(binary), environ={}) == kube.ClusterRef()
