@@ -197,6 +197,9 @@ def register(app: typer.Typer) -> None:
                 force_conflicts=force_conflicts, workers=concurrency,
                 on_namespace=progress, before_write=before_write,
             )
+            if kube.throttled:
+                rep.warn(f"the API server throttled {kube.throttled} request(s) (429/503); "
+                         "netiso waited as asked (Retry-After) and retried each, up to 10 times")
         data = report.to_json()
         rep.result(data, _table(data))
         rep.info(LATER_NAMESPACES_NOTE)

@@ -17,6 +17,7 @@ import yaml
 
 from netiso import kube
 from netiso.errors import ExitCode, NetisoError, OperationFailed, UsageError
+from tests.lab import pki
 
 
 def _free_port() -> int:
@@ -117,7 +118,9 @@ def test_empty_kubeconfig_in_the_list_is_an_empty_config(tmp_path: Path) -> None
 def test_relative_paths_resolve_against_their_file(tmp_path: Path) -> None:
     sub = tmp_path / "conf"
     sub.mkdir()
-    (sub / "ca.crt").write_text("not parsed until a TLS handshake")
+    # A real CA: what a kubeconfig names is checked before any request (a file holding no
+    # certificate is a usage error, see test_kube_kubeconfig_faults.py).
+    (sub / "ca.crt").write_bytes(pki.ensure(tmp_path / "pki").ca_cert.read_bytes())
     doc = {
         "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1",
                                                 "certificate-authority": "ca.crt"}}],
