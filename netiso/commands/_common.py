@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from netiso.console import GlobalOptions, Reporter
 
 
-def reporter(ctx: typer.Context) -> Reporter:
+def reporter(ctx: click.Context) -> Reporter:
     """The reporter the global callback stored (a default one when a test calls directly)."""
     obj = ctx.find_root().obj
     if isinstance(obj, Reporter):

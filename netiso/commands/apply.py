@@ -9,10 +9,11 @@ applied, naming which were and were not.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import reporter
 
 if TYPE_CHECKING:
@@ -66,52 +67,26 @@ def _table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("apply")
-    def apply(
-        ctx: typer.Context,
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
-        ] = None,
-        provider: Annotated[
-            str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option("--namespace", "-n", metavar="NAME",
-                         help="Target namespace (repeatable); replaces namespaces.include."),
-        ] = None,
-        selector: Annotated[
-            str | None,
-            typer.Option("--selector", "-l", metavar="SELECTOR",
-                         help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
-        ] = None,
-        force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
-        ] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option("--dry-run", help="Show create/update/unchanged/prune per object "
-                         "(server-side dry run); write nothing."),
-        ] = False,
-        prune: Annotated[
-            bool,
-            typer.Option("--prune/--no-prune", help="Delete netiso-managed policies the bundle "
-                         "no longer contains, in target namespaces."),
-        ] = True,
-        force_conflicts: Annotated[
-            bool,
-            typer.Option("--force-conflicts", help="Take over fields another field manager "
-                         "owns (server-side apply force)."),
-        ] = False,
-        concurrency: Annotated[
-            int,
-            typer.Option("--concurrency", min=1, max=64, help="Namespaces applied in parallel."),
-        ] = 8,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("apply")
+    @_options.values
+    @_options.provider
+    @_options.namespace()
+    @_options.selector()
+    @_options.force
+    @_options.dry_run("Show create/update/unchanged/prune per object (server-side dry run); "
+                      "write nothing.")
+    @click.option("--prune/--no-prune", default=True, show_default=True,
+                  help="Delete netiso-managed policies the bundle no longer contains, in target "
+                       "namespaces.")
+    @click.option("--force-conflicts", is_flag=True, default=False,
+                  help="Take over fields another field manager owns (server-side apply force).")
+    @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+                  help="Namespaces applied in parallel.")
+    @click.pass_context
+    def apply(ctx: click.Context, values: Path | None, provider: str,
+              namespace: tuple[str, ...], selector: str | None, force: bool, dry_run: bool,
+              prune: bool, force_conflicts: bool, concurrency: int) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
         from netiso.bootstrap.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
         from netiso.bootstrap.targets import select_targets
@@ -176,3 +151,5 @@ def register(app: typer.Typer) -> None:
         rep.info(LATER_NAMESPACES_NOTE)
         if error is not None:
             raise incomplete_error(report, error)
+
+    return apply

@@ -9,10 +9,10 @@ which only a cluster can evaluate, is refused with a pointer to ``--namespace``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import reporter
 from netiso.console import OutputFormat
 
@@ -26,10 +26,10 @@ _BUNDLE_OPTIONS = (
 )
 
 
-def _render_rbac(ctx: typer.Context) -> None:
+def _render_rbac(ctx: click.Context) -> None:
     from importlib.resources import files
 
-    from typer._click.core import ParameterSource
+    from click.core import ParameterSource
 
     from netiso.errors import UsageError
 
@@ -56,46 +56,18 @@ def _render_rbac(ctx: typer.Context) -> None:
         rep.write(text)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("render")
-    def render(
-        ctx: typer.Context,
-        provider: Annotated[
-            str,
-            typer.Option(
-                "--provider",
-                "-p",
-                help="Provider defaults to use: eks, gke, aks or generic.",
-                metavar="PROVIDER",
-            ),
-        ] = "generic",
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
-        ] = None,
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--namespace",
-                "-n",
-                help="Target namespace (repeatable); replaces namespaces.include.",
-                metavar="NAME",
-            ),
-        ] = None,
-        force: Annotated[
-            bool,
-            typer.Option("--force", help="Allow targeting system/excluded namespaces.", metavar=""),
-        ] = False,
-        rbac: Annotated[
-            bool,
-            typer.Option(
-                "--rbac",
-                help="Print the ClusterRole netiso needs (and an example binding) instead of "
-                "the bundle.",
-                metavar="",
-            ),
-        ] = False,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("render")
+    @_options.provider
+    @_options.values
+    @_options.namespace()
+    @_options.force
+    @click.option("--rbac", is_flag=True, default=False,
+                  help="Print the ClusterRole netiso needs (and an example binding) instead of "
+                       "the bundle.")
+    @click.pass_context
+    def render(ctx: click.Context, provider: str, values: Path | None, namespace: tuple[str, ...],
+               force: bool, rbac: bool) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
         if rbac:
             _render_rbac(ctx)
@@ -129,3 +101,5 @@ def register(app: typer.Typer) -> None:
             rep.result({"apiVersion": "v1", "kind": "List", "items": objects})
         else:
             rep.write(to_yaml(objects))
+
+    return render

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from netiso.errors import NotImplementedYet
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("verify")
+def command() -> click.Command:
+    @click.command("verify")
     def verify() -> None:
         """Not implemented yet (exits 2)."""
         raise NotImplementedYet("verify")
+
+    return verify
