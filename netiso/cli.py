@@ -11,6 +11,7 @@ Global options are click parameters of the group *and* (hidden) of every command
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
@@ -145,6 +146,11 @@ def main(argv: list[str] | None = None) -> None:
         _stdout_to_devnull()
         sys.exit(0)
     except Exception as exc:  # the last line of defence: one line, traceback only with -v
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EBADF):
+            # Help (written by click itself, not the reporter) to a full or closed stdout.
+            _stdout_to_devnull()
+            sys.stderr.write(f"netiso: error: cannot write to stdout: {exc.strerror or exc}\n")
+            sys.exit(int(ExitCode.FAILED))
         if _parsed.options.verbose > 0:
             import traceback
 

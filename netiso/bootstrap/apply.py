@@ -41,8 +41,9 @@ from typing import Any
 
 import yaml
 
-from netiso.bootstrap.pool import run_bounded
-from netiso.errors import ExitCode, NetisoError, OperationFailed
+from netiso.bootstrap.pool import RunInterrupted, run_bounded
+from netiso.console import Progress as RunProgress
+from netiso.errors import ExitCode, Interrupted, NetisoError, OperationFailed
 from netiso.kube import (
     FIELD_MANAGER,
     NETWORK_POLICY,
@@ -273,6 +274,9 @@ def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete
     if partial:
         parts.append(f"partly {verb}: {summarize_names(partial)}")
     parts.append(f"not {verb}: {summarize_names(missing)}")
+    if isinstance(first, Interrupted):
+        return ApplyIncomplete("; ".join([*parts, first.one_line()]), exit_code=first.exit_code,
+                               hint="rerun `netiso apply` to finish: it is idempotent")
     return ApplyIncomplete(
         "; ".join(parts) + f"; first error: {first.one_line()}",
         exit_code=first.exit_code,
@@ -336,13 +340,16 @@ def apply_bundle(
     workers: int = 8,
     on_namespace: Progress | None = None,
     before_write: Callable[[list[NamespaceResult]], None] | None = None,
+    progress: RunProgress | None = None,
 ) -> tuple[ApplyReport, NetisoError | None]:
     """Apply ``desired`` (the rendered bundle for ``targets``) and report per namespace.
 
     Returns the report and the first error (None when every namespace was applied). The
     caller decides how to surface the error, after printing the report.
     ``before_write`` sees the namespaces about to get their first netiso policies (with their
-    running pods) before any write, so a caller can list or confirm them.
+    running pods) before any write, so a caller can list or confirm them. ``progress`` hears
+    of each namespace as it finishes. After Ctrl-C the namespaces in flight finish, the report
+    says what was done and the error is ``Interrupted`` (exit 130).
     """
     by_ns = group_by_namespace(desired)
     target_set = set(targets)
@@ -404,7 +411,15 @@ def apply_bundle(
                 first_error = err
         if on_namespace is not None:
             on_namespace(res)
+        if progress is not None:
+            progress.advance(f"namespace {ns}", res.error or res.state.value,
+                             failed=res.error is not None)
 
+    if progress is not None:
+        progress.start(len(queue))
     # Namespaces the run stopped before stay NOT_ATTEMPTED.
-    run_bounded(queue, run, done, workers=workers)
+    try:
+        run_bounded(queue, run, done, workers=workers)
+    except RunInterrupted as exc:
+        first_error = exc  # Ctrl-C decides the exit code (130), whatever failed before it
     return report, first_error

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netiso.bootstrap.apply import MANAGED_SELECTOR, is_netiso_created, summarize_names
-from netiso.bootstrap.pool import ends_the_run, run_bounded
-from netiso.errors import NetisoError, OperationFailed
+from netiso.bootstrap.pool import RunInterrupted, ends_the_run, run_bounded
+from netiso.console import Progress
+from netiso.errors import Interrupted, NetisoError, OperationFailed
 from netiso.kube import (
     CONFIGMAP,
     NAMESPACE,
@@ -72,10 +73,11 @@ class UninstallReport:
     skipped: list[tuple[Target, str]] = field(default_factory=list)
     failed: list[tuple[Target, NetisoError]] = field(default_factory=list)
     not_attempted: list[Target] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C: what was in flight finished, the rest not attempted
 
     @property
     def complete(self) -> bool:
-        return not self.failed and not self.not_attempted
+        return not self.failed and not self.not_attempted and not self.interrupted
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +110,12 @@ def incomplete_error(report: UninstallReport) -> OperationFailed:
     first = report.failed[0][1] if report.failed else None
     if first is not None:
         parts.append(f"first error: {first.one_line()}")
+    if report.interrupted:
+        parts.append(Interrupted().one_line())
+        err = OperationFailed("; ".join(parts),
+                              hint="rerun `netiso uninstall` to finish: it finds what is left")
+        err.exit_code = Interrupted.exit_code
+        return err
     err = OperationFailed("; ".join(parts),
                           hint="fix the cause and rerun `netiso uninstall`: it finds what is left")
     if first is not None:
@@ -140,8 +148,10 @@ GONE = "already gone (or recreated since it was listed: the new object is left a
 
 
 def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8,
-              scope: Collection[str] | None = None) -> UninstallReport:
-    """Delete netiso's objects; the report holds every object's outcome, even after errors."""
+              scope: Collection[str] | None = None,
+              progress: Progress | None = None) -> UninstallReport:
+    """Delete netiso's objects; the report holds every object's outcome, even after errors
+    and after Ctrl-C (``report.interrupted``). ``progress`` hears of each deletion."""
     report = UninstallReport(dry_run, kube.server, kube.context)
     found, report.skipped = find_targets(kube, scope)
     netiso_namespaces = {t.name for t in found if t.rt is NAMESPACE}
@@ -174,19 +184,31 @@ def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8,
                 f"{type(exc).__name__}: {exc}")
             report.failed.append((t, err))
             report.not_attempted.extend(contents)
+            outcome = f"failed: {err.one_line()}"
         elif gone:
             report.deleted.append(t)
             report.deleted.extend(contents)
+            outcome = "would delete" if dry_run else "deleted"
         else:
             report.skipped.append((t, GONE))
             # A namespace already gone took its contents with it; nobody deleted them now.
             report.skipped.extend((c, GONE) for c in contents)
+            outcome = "already gone"
+        if progress is not None:
+            progress.advance(t.describe(), outcome, failed=exc is not None,
+                             count=1 + len(contents))
 
+    if progress is not None:
+        progress.start(len(found))
     for batch in batches:
         if stopped:
             report.not_attempted.extend(batch)
             continue
-        report.not_attempted.extend(run_bounded(batch, delete, done, workers=workers))
+        try:
+            report.not_attempted.extend(run_bounded(batch, delete, done, workers=workers))
+        except RunInterrupted as exc:
+            report.not_attempted.extend(t for t in exc.not_started if isinstance(t, Target))
+            report.interrupted = stopped = True
     # Contents of namespaces whose deletion was never attempted.
     for contents in inside.values():
         report.not_attempted.extend(contents)

@@ -135,17 +135,12 @@ def command() -> click.Command:
                             + (f" (+{more} more)" if more > 0 else "")
                         )
 
-            def progress(ns: Any) -> None:
-                if ns.error:
-                    rep.status(Status.FAILED, f"namespace {ns.namespace}: {ns.error}")
-                else:
-                    rep.debug(f"namespace {ns.namespace}: {ns.state.value}")
-
-            report, error = apply_bundle(
-                kube, desired, targets, skipped, dry_run=dry_run, prune=prune,
-                force_conflicts=force_conflicts, workers=concurrency,
-                on_namespace=progress, before_write=before_write,
-            )
+            with rep.progress("dry run" if dry_run else "applying") as progress:
+                report, error = apply_bundle(
+                    kube, desired, targets, skipped, dry_run=dry_run, prune=prune,
+                    force_conflicts=force_conflicts, workers=concurrency,
+                    before_write=before_write, progress=progress,
+                )
         data = report.to_json()
         rep.result(data, _table(data))
         rep.info(LATER_NAMESPACES_NOTE)

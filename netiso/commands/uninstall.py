@@ -69,7 +69,8 @@ def command() -> click.Command:
                 sel = vals.namespaces.selector
                 scope = {n for n, labels in labels_by_name(kube.list_namespaces()).items()
                          if sel.matches(labels)}
-            report = run_uninstall(kube, dry_run=dry_run, scope=scope)
+            with rep.progress("dry run" if dry_run else "deleting") as progress:
+                report = run_uninstall(kube, dry_run=dry_run, scope=scope, progress=progress)
         data = report.to_json()
         rep.result(data, _table(data))
         if not report.complete:

@@ -463,3 +463,64 @@ def test_bench_startup_prints_the_ratio_to_its_anchor() -> None:
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^ratio \(median\): +[0-9.]+x python -c pass", proc.stdout, re.M)
     assert re.search(r"^netiso --help: .*cpu", proc.stdout, re.M)
+
+
+# --- output that cannot be written, Ctrl-C ------------------------------------------------------
+
+NETISO = [sys.executable, "-c", "from netiso.cli import main; main()"]
+
+
+@pytest.mark.parametrize("argv", [("render", "-n", "x"), ("-o", "json", "version"),
+                                  ("render", "-n", "x", "-o", "yaml"), ("--help",)])
+def test_a_full_stdout_is_one_plain_error_line(argv: tuple[str, ...]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*NETISO, *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("netiso: error: cannot write")
+    assert proc.stderr.endswith("No space left on device\n")
+    assert len(proc.stderr.splitlines()) == 1
+    assert "internal error" not in proc.stderr
+
+
+def test_a_closed_stdout_is_one_plain_error_line() -> None:
+    proc = subprocess.run(
+        [*NETISO, "render", "-n", "x"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, timeout=60, check=False, preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == "netiso: error: cannot write the result: stdout is closed\n"
+
+
+def test_ctrl_c_during_a_long_render_exits_130_and_writes_nothing(tmp_path: Path) -> None:
+    """The issue's repro: a 2,000-namespace render interrupted must not look like success,
+    or `netiso render > b.yaml && kubectl apply -f b.yaml` goes ahead with an empty file."""
+    import signal
+    import time
+
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"namespaces": {"include": [f"ns-{i}"
+                                                                 for i in range(2000)]}}))
+    out = tmp_path / "out.yaml"
+    # A whole run first, on this machine now: the signal goes a third of the way in, so it
+    # lands mid-run however fast or loaded the machine is.
+    started = time.monotonic()
+    with out.open("w") as sink:
+        full = subprocess.run([*NETISO, "render", "-f", str(values)], stdout=sink,
+                              stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    whole = time.monotonic() - started
+    assert full.returncode == 0, full.stderr
+    assert out.read_text().count("kind: NetworkPolicy") == 8000
+
+    with out.open("w") as sink:
+        proc = subprocess.Popen([*NETISO, "render", "-f", str(values)], stdout=sink,
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(whole / 3)
+        assert proc.poll() is None, "the render ended before the signal"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "netiso: interrupted"
+    assert "Traceback" not in err
+    # Nothing, or an incomplete stream: never the whole bundle with exit 130.
+    assert out.read_text().count("kind: NetworkPolicy") < 8000
