@@ -39,6 +39,7 @@ from netiso.kube import (
     NETWORK_POLICY,
     POD,
     SERVICE,
+    Forbidden,
     Kube,
     ResourceType,
 )
@@ -74,6 +75,9 @@ class UninstallReport:
     failed: list[tuple[Target, NetisoError]] = field(default_factory=list)
     not_attempted: list[Target] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C: what was in flight finished, the rest not attempted
+    # Kinds of verification leftovers this identity may not list (the day-to-day role does not
+    # carry verify's rights): (resource, why). They were not looked for, so not cleaned.
+    unchecked: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -91,6 +95,7 @@ class UninstallReport:
             "skipped": [{**t.to_json(), "reason": why} for t, why in self.skipped],
             "failed": [{**t.to_json(), "error": err.one_line()} for t, err in self.failed],
             "notAttempted": [t.to_json() for t in self.not_attempted],
+            "unchecked": [{"resource": r, "reason": why} for r, why in self.unchecked],
         }
 
 
@@ -127,10 +132,30 @@ def find_targets(kube: Kube, scope: Collection[str] | None = None
                  ) -> tuple[list[Target], list[tuple[Target, str]]]:
     """netiso's objects (and labelled look-alikes it will not touch), optionally only those in
     (or, for a Namespace, named) one of ``scope``."""
+    found, skipped, _ = find_all(kube, scope)
+    return found, skipped
+
+
+def find_all(kube: Kube, scope: Collection[str] | None = None
+             ) -> tuple[list[Target], list[tuple[Target, str]], list[tuple[str, str]]]:
+    """``find_targets`` plus the leftover kinds RBAC would not let this identity list.
+
+    The bundle's NetworkPolicies must be listable (that is uninstall's job); the verification
+    leftovers (probe pods, services, config maps, namespaces) need the verify role, which the
+    day-to-day role deliberately lacks: a refused LIST there is reported, not fatal.
+    """
     found: list[Target] = []
     skipped: list[tuple[Target, str]] = []
+    unchecked: list[tuple[str, str]] = []
     for rt in UNINSTALL_KINDS:
-        for obj in kube.list_objects(rt, label_selector=MANAGED_SELECTOR):
+        try:
+            listed = kube.list_objects(rt, label_selector=MANAGED_SELECTOR)
+        except Forbidden as exc:
+            if rt is NETWORK_POLICY:
+                raise
+            unchecked.append((rt.plural, exc.one_line()))
+            continue
+        for obj in listed:
             meta = obj["metadata"]
             target = Target(rt.kind, meta.get("namespace"), meta["name"], meta.get("uid"), rt)
             where = target.namespace if rt.namespaced else target.name
@@ -141,7 +166,7 @@ def find_targets(kube: Kube, scope: Collection[str] | None = None
                 found.append(target)
             else:
                 skipped.append((target, why))
-    return found, skipped
+    return found, skipped, unchecked
 
 
 GONE = "already gone (or recreated since it was listed: the new object is left alone)"
@@ -153,7 +178,7 @@ def uninstall(kube: Kube, *, dry_run: bool = False, workers: int = 8,
     """Delete netiso's objects; the report holds every object's outcome, even after errors
     and after Ctrl-C (``report.interrupted``). ``progress`` hears of each deletion."""
     report = UninstallReport(dry_run, kube.server, kube.context)
-    found, report.skipped = find_targets(kube, scope)
+    found, report.skipped, report.unchecked = find_all(kube, scope)
     netiso_namespaces = {t.name for t in found if t.rt is NAMESPACE}
     # Objects inside a namespace netiso created go with the namespace; deleting them one by
     # one first would only be slower. Their outcome is their namespace's.

@@ -26,9 +26,22 @@ _BUNDLE_OPTIONS = (
 )
 
 
-def _render_rbac(ctx: click.Context) -> None:
+# `--for ROLE` → netiso/manifests/rbac/<ROLE>.yaml (a ClusterRole and its binding), printed
+# after rbac/identity.yaml (the netiso-system namespace and ServiceAccount) so the output applies
+# to a fresh cluster on its own.
+RBAC_ROLES = ("default", "verify", "enable")
+
+
+def rbac_text(role: str) -> str:
+    """The YAML stream `render --rbac --for ROLE` prints: identity first, then the role."""
     from importlib.resources import files
 
+    rbac = files("netiso.manifests").joinpath("rbac")
+    return (rbac.joinpath("identity.yaml").read_text("utf-8") + "---\n"
+            + rbac.joinpath(f"{role}.yaml").read_text("utf-8"))
+
+
+def _render_rbac(ctx: click.Context, role: str) -> None:
     from click.core import ParameterSource
 
     from netiso.errors import UsageError
@@ -45,7 +58,7 @@ def _render_rbac(ctx: click.Context) -> None:
             hint="the RBAC objects do not depend on the bundle's options",
         )
     rep = reporter(ctx)
-    text = files("netiso.manifests").joinpath("rbac.yaml").read_text("utf-8")
+    text = rbac_text(role)
     if rep.options.output is OutputFormat.JSON:
         import yaml
 
@@ -63,18 +76,24 @@ def command() -> click.Command:
     @_options.namespace()
     @_options.force
     @click.option("--rbac", is_flag=True, default=False,
-                  help="Print the ClusterRole netiso needs (and an example binding) instead of "
-                       "the bundle.")
+                  help="Print the RBAC objects netiso needs (namespace netiso-system, its "
+                       "ServiceAccount, a ClusterRole and binding) instead of the bundle.")
+    @click.option("--for", "role", type=click.Choice(RBAC_ROLES), default=None,
+                  metavar="ROLE", help="With --rbac: default (apply, status, uninstall, simulate, "
+                                       "detect), verify or enable.")
     @click.pass_context
     def render(ctx: click.Context, provider: str, values: Path | None, namespace: tuple[str, ...],
-               force: bool, rbac: bool) -> None:
+               force: bool, rbac: bool, role: str | None) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
+        from netiso.errors import UsageError
+
         if rbac:
-            _render_rbac(ctx)
+            _render_rbac(ctx, role or "default")
             return
+        if role is not None:
+            raise UsageError("--for needs --rbac; allowed: netiso render --rbac --for ROLE")
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle, to_yaml
         from netiso.config import load_values
-        from netiso.errors import UsageError
 
         rep = reporter(ctx)
         vals = load_values(values, provider=provider, namespaces=namespace or (), force=force)
