@@ -71,8 +71,9 @@ def command() -> click.Command:
                          if sel.matches(labels)}
             with rep.progress("dry run" if dry_run else "deleting") as progress:
                 report = run_uninstall(kube, dry_run=dry_run, scope=scope, progress=progress)
-        for resource, _why in report.unchecked:
-            rep.warn(f"verification leftovers not looked for: {resource} (this identity may not "
+        if report.unchecked:
+            kinds = ", ".join(resource for resource, _ in report.unchecked)
+            rep.warn(f"verification leftovers not looked for: {kinds} (this identity may not "
                      "list them; bind the role of `netiso render --rbac --for verify` to clean "
                      "them up)")
         data = report.to_json()

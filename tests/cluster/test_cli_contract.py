@@ -106,7 +106,8 @@ def test_render_rbac_applies_with_kubectl_and_is_enough_for_apply_status_uninsta
         assert {u["resource"] for u in doc["unchecked"]} == {"services", "configmaps"}
         assert "bind the role of `netiso render --rbac --for verify`" in gone.stderr
     finally:
-        lab.kubectl("delete", "-f", "-", "--wait=false", input=rendered, check=False)
+        lab.kubectl("delete", "-f", "-", "--timeout=90s", input=rendered, check=False,
+                    timeout=120)
 
 
 @pytest.mark.parametrize("role", ["verify", "enable"])
@@ -118,7 +119,8 @@ def test_the_other_roles_apply_cleanly(lab: LabClient, role: str) -> None:
         assert applied.returncode == 0, applied.stderr
         assert f"clusterrole.rbac.authorization.k8s.io/netiso-{role} created" in applied.stdout
     finally:
-        lab.kubectl("delete", "-f", "-", "--wait=false", input=rendered, check=False)
+        lab.kubectl("delete", "-f", "-", "--timeout=90s", input=rendered, check=False,
+                    timeout=120)
 
 
 # --- Ctrl-C ---------------------------------------------------------------------------------
