@@ -495,6 +495,7 @@ def test_a_closed_stdout_is_one_plain_error_line() -> None:
 def test_ctrl_c_during_a_long_render_exits_130_and_writes_nothing(tmp_path: Path) -> None:
     """The issue's repro: a 2,000-namespace render interrupted must not look like success,
     or `netiso render > b.yaml && kubectl apply -f b.yaml` goes ahead with an empty file."""
+    import resource
     import signal
     import time
 
@@ -502,21 +503,29 @@ def test_ctrl_c_during_a_long_render_exits_130_and_writes_nothing(tmp_path: Path
     values.write_text(yaml.safe_dump({"namespaces": {"include": [f"ns-{i}"
                                                                  for i in range(2000)]}}))
     out = tmp_path / "out.yaml"
-    # A whole run first, on this machine now: the signal goes a third of the way in, so it
-    # lands mid-run however fast or loaded the machine is.
-    started = time.monotonic()
+    # A whole run first, measured in CPU seconds: the signal goes once the interrupted run has
+    # used a third of that, so it lands mid-run however loaded the machine is (wall-clock
+    # delays do not: a run that gets the CPU back can finish before a timed signal lands).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     with out.open("w") as sink:
         full = subprocess.run([*NETISO, "render", "-f", str(values)], stdout=sink,
                               stderr=subprocess.PIPE, text=True, timeout=300, check=False)
-    whole = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    whole = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     assert full.returncode == 0, full.stderr
     assert out.read_text().count("kind: NetworkPolicy") == 8000
 
+    tick = os.sysconf("SC_CLK_TCK")
     with out.open("w") as sink:
         proc = subprocess.Popen([*NETISO, "render", "-f", str(values)], stdout=sink,
                                 stderr=subprocess.PIPE, text=True)
-        time.sleep(whole / 3)
-        assert proc.poll() is None, "the render ended before the signal"
+        while True:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            if used >= whole / 3:
+                break
+            assert proc.poll() is None, "the render ended before the signal"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err

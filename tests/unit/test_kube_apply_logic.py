@@ -437,7 +437,7 @@ def test_a_second_ctrl_c_abandons_what_is_in_flight() -> None:
 
     def slow(_verb: str, ns: str) -> None:
         if ns == "ns-1":
-            release.wait(10)
+            release.wait(60)
 
     first = True
 
@@ -454,7 +454,7 @@ def test_a_second_ctrl_c_abandons_what_is_in_flight() -> None:
     try:
         with pytest.raises(KeyboardInterrupt):
             _run_apply(fake, interrupt)
-        assert time.monotonic() - start < 5  # did not wait the 10 s for ns-1
+        assert time.monotonic() - start < 30  # did not wait the 60 s for ns-1
         assert set(fake.applied) <= {"ns-0", "ns-1"}
     finally:
         release.set()
