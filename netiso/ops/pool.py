@@ -41,6 +41,14 @@ def ends_the_run(exc: BaseException) -> bool:
     return not isinstance(exc, NetisoError)
 
 
+def summarize_names(items: Sequence[str], limit: int = 8) -> str:
+    """`a, b, c (+N more)` for the error line of a run that stopped; `none` when empty."""
+    if not items:
+        return "none"
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
 class RunInterrupted(Interrupted):
     """Ctrl-C ended ``run_bounded``: in-flight items were reported, these never started."""
 
