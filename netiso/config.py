@@ -9,9 +9,10 @@ Design decisions:
   can be shared by the renderer, the planner and the verifier without anyone mutating it.
 * **Provider defaults follow the provider name.** The metadata endpoints to deny and the
   provider's own system namespaces differ per cloud (EKS answers on ``fd00:ec2::254`` too; GKE
-  runs ``gke-*``/``gmp-*`` namespaces). A values file replaces ``metadata.deny`` wholesale and
-  *extends* the namespace exclusions, so a team can add exclusions without restating the
-  system list.
+  runs ``gke-*``/``gmp-*`` namespaces); they come from the provider's profile
+  (``netiso.profiles``), not from constants here. A values file replaces ``metadata.deny``
+  wholesale and *extends* the namespace exclusions, so a team can add exclusions without
+  restating the system list.
 * **Flags beat the file for targeting.** ``--namespace``/``--selector`` replace the file's
   ``namespaces.include``/``namespaces.selector`` together, so a file written for "all but system
   namespaces" can be narrowed for one run without editing it.
@@ -34,77 +35,24 @@ from typing import Any
 from netiso.errors import UsageError
 from netiso.policy import is_port_name, selectors
 from netiso.policy.selectors import Operator, Requirement
+from netiso.profiles import (
+    EKS_POD_IDENTITY,
+    NODE_LOCAL_DNS,
+    PROVIDERS,
+    SYSTEM_NAMESPACES,
+    Profile,
+    Provider,
+    profile,
+)
 
 # --- vocabulary ------------------------------------------------------------------------------
 
-
-class Provider(StrEnum):
-    EKS = "eks"
-    GKE = "gke"
-    AKS = "aks"
-    GENERIC = "generic"
-
-
-PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)
-
-#: Namespaces netiso never isolates unless explicitly targeted with --force: the control plane's
-#: own and the Calico operator's (a default-deny there cuts the CNI's own health checks).
-SYSTEM_NAMESPACES: tuple[str, ...] = (
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "calico-system",
-    "calico-apiserver",
-    "tigera-operator",
-)
 
 #: The label a namespace owner sets to opt out of the bundle (checked by :func:`select_namespaces`).
 EXCLUDE_LABEL = "netiso.io/exclude"
 
 #: Set by the API server on every namespace since 1.21 - nobody has to label namespaces by hand.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-
-#: EKS Pod Identity agent: pods fetch their credentials here, so it must never be denied.
-EKS_POD_IDENTITY = ("169.254.170.23/32", "fd00:ec2::23/128")
-
-#: NodeLocal DNSCache's conventional link-local listen address.
-NODE_LOCAL_DNS = "169.254.20.10"
-
-#: GKE with Cloud DNS: pods' resolv.conf names the metadata server's address, which answers DNS
-#: on port 53 (the credentials are on port 80). Without it, DNS breaks on Dataplane V2.
-GKE_CLOUD_DNS = "169.254.169.254/32"
-
-
-@dataclass(frozen=True)
-class ProviderDefaults:
-    metadata_deny: tuple[str, ...]
-    exclude: tuple[str, ...]
-    note: str
-
-
-PROVIDER_DEFAULTS: Mapping[Provider, ProviderDefaults] = {
-    Provider.GENERIC: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32",),
-        exclude=(),
-        note="the link-local metadata address most clouds use",
-    ),
-    Provider.EKS: ProviderDefaults(
-        # IMDS also answers on IPv6 (fd00:ec2::254) on Nitro instances with the IPv6 endpoint on.
-        metadata_deny=("169.254.169.254/32", "fd00:ec2::254/128"),
-        exclude=("amazon-*", "aws-observability"),
-        note="IMDS on IPv4 and IPv6; the Pod Identity agent (169.254.170.23) stays reachable",
-    ),
-    Provider.GKE: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32", "fd20:ce::254/128"),
-        exclude=("gke-*", "gmp-*"),
-        note="the GCE metadata server; not reliable on GKE, see the warning on the policy",
-    ),
-    Provider.AKS: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32",),
-        exclude=("aks-*", "gatekeeper-system"),
-        note="Azure IMDS",
-    ),
-}
 
 
 class PolicyKey(StrEnum):
@@ -223,6 +171,11 @@ class Values:
 
     def enabled(self, policy: PolicyKey) -> bool:
         return policy in self.policies
+
+    @property
+    def profile(self) -> Profile:
+        """The provider's facts the bundle is rendered with (``netiso.profiles``)."""
+        return profile(self.provider)
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -604,7 +557,7 @@ def _exclusions(provider: Provider, extra: tuple[str, ...]) -> tuple[Exclusion, 
     out += [
         Exclusion(p, f"{provider.value} system namespace ({p})",
                   f"{article} {provider.value} system namespace ({p})")
-        for p in PROVIDER_DEFAULTS[provider].exclude
+        for p in profile(provider).system_namespaces
     ]
     out += [Exclusion(p, f"excluded by pattern {p!r} (namespaces.exclude)",
                       f"an excluded namespace (pattern {p!r}, namespaces.exclude)")
@@ -643,7 +596,7 @@ def load_values(
         raise _At("--provider").fail(
             f"unknown provider {_show(provider)}", ", ".join(PROVIDERS)
         ) from exc
-    defaults = PROVIDER_DEFAULTS[prov]
+    defaults = profile(prov)
 
     raw: Any = _read_yaml(path) if path is not None else None
     src = _At(str(path) if path is not None else "values")

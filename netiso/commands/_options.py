@@ -39,16 +39,21 @@ values: Decorator[Any] = click.option(
     help="Values file (YAML).",
 )
 
-# The provider whose defaults the bundle uses. The `prov` work (`--provider auto`, detection,
-# `--force` against contradicting evidence) changes this one declaration.
-provider: Decorator[Any] = click.option(
-    "--provider", "-p", default="generic", show_default=True, metavar="PROVIDER",
-    help="Provider defaults to use: eks, gke, aks or generic.",
-)
+# The provider whose defaults the bundle uses: `auto` (detected from the cluster; a --provider
+# that strong evidence contradicts is exit 4 unless --force) where a cluster is at hand,
+# `generic` for the offline render.
+PROVIDER_HELP = "Provider defaults: auto (detected from the cluster), eks, gke, aks or generic."
+
+
+def provider(default: str = "auto", help: str = PROVIDER_HELP) -> Decorator[Any]:
+    """``-p/--provider PROVIDER``."""
+    return click.option("--provider", "-p", default=default, show_default=True,
+                        metavar="PROVIDER", help=help)
+
 
 force: Decorator[Any] = click.option(
     "--force", is_flag=True, default=False,
-    help="Allow targeting system/excluded namespaces.",
+    help="Allow targeting system/excluded namespaces, and a --provider the cluster contradicts.",
 )
 
 NAMESPACE_HELP = "Target namespace (repeatable); replaces namespaces.include."

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from netiso.commands import _options
-from netiso.commands._common import connected_to, reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -79,7 +79,7 @@ def _table(data: dict[str, Any]) -> Any:
 def command() -> click.Command:
     @click.command("apply")
     @_options.values
-    @_options.provider
+    @_options.provider()
     @_options.namespace()
     @_options.selector()
     @_options.force
@@ -97,8 +97,9 @@ def command() -> click.Command:
               namespace: tuple[str, ...], selector: str | None, force: bool, dry_run: bool,
               prune: bool, force_conflicts: bool, concurrency: int) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
-        from netiso.config import SkipReason, load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
         from netiso.ops.apply import (
@@ -108,12 +109,19 @@ def command() -> click.Command:
             incomplete_error,
         )
         from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
             rep.status(Status.INFO, connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             by_reason: dict[str, list[str]] = {}
             for skip in skipped:

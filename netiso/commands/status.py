@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from netiso.commands import _options
-from netiso.commands._common import connected_to, reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -53,7 +53,7 @@ def _table(data: dict[str, Any]) -> Any:
 def command() -> click.Command:
     @click.command("status")
     @_options.values
-    @_options.provider
+    @_options.provider()
     @_options.namespace()
     @_options.selector()
     @_options.force
@@ -61,18 +61,26 @@ def command() -> click.Command:
     def status(ctx: click.Context, values: Path | None, provider: str,
                namespace: tuple[str, ...], selector: str | None, force: bool) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import render_bundle
-        from netiso.config import SkipReason, load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
         from netiso.ops.status import read_status
         from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             for skip in skipped:
                 if skip.reason is SkipReason.TERMINATING:

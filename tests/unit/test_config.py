@@ -12,10 +12,8 @@ from hypothesis import strategies as st
 from netiso.config import (
     DEFAULT_APP_PORTS,
     EXCLUDE_LABEL,
-    SYSTEM_NAMESPACES,
     PolicyKey,
     PortSpec,
-    Provider,
     Skipped,
     SkipReason,
     Values,
@@ -25,6 +23,7 @@ from netiso.config import (
     select_namespaces,
 )
 from netiso.errors import UsageError
+from netiso.profiles import SYSTEM_NAMESPACES, Provider
 
 
 def values_file(tmp_path: Path, text: str) -> Path:
