@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -53,6 +53,8 @@ def test_node_routes_reach_other_nodes_and_the_metadata_host_only() -> None:
         "10.244.2.0/24": "10.250.0.12",
         "169.254.169.254/32": network.META_HOST_IP,
         "169.254.170.23/32": network.META_HOST_IP,
+        "10.96.0.1/32": network.API_IP,
+        "10.96.0.10/32": network.API_IP,
     }
 
 
@@ -230,10 +232,41 @@ def test_termination_paths_stay_inside_private_mounts(path: str, ok: bool) -> No
 def test_pod_exec_argv_execs_the_container_process_last() -> None:
     argv = network.pod_exec_argv("netiso-pod-x", ["sh", "-c", "true"], hostname="p", workdir="/w")
     assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
-    assert argv[-3:] == ["sh", "-c", "true"]
-    assert argv[-7:-3] == ["p", "", "", "/w"]
+    setpriv = network.setpriv_argv()
+    assert argv[-3 - len(setpriv):] == [*setpriv, "sh", "-c", "true"]
+    cut = argv[: -3 - len(setpriv)]
+    assert cut[-6:] == ["p", "", "", "/w", "", ""]
+    # The launch pipe: the init closes that fd just before its exec (the agent's "running").
+    launched = network.with_launch_fd(argv, 7)
+    assert launched[: -3 - len(setpriv)][-6:] == ["p", "", "", "/w", "", "7"]
     init = argv[argv.index("-c") + 1]
-    assert init.rstrip().splitlines()[-1] == f'exec {shlex.join(network.setpriv_argv())} "$@"'
+    assert init.rstrip().splitlines()[-1] == 'exec "$@"'
+    # With its own root view, a first stage builds it and re-runs the same init inside it.
+    rooted = network.pod_exec_argv("netiso-pod-x", ["true"], mounts="nlab_mkdir /x",
+                                   new_root="/var/tmp/r")
+    at = rooted.index("-c")
+    assert rooted[at + 2:at + 4] == ["root-init", "/var/tmp/r"]
+    assert rooted[at + 4] == init
+    assert rooted[-2 - len(setpriv):] == ["", *setpriv, "true"]
+    assert rooted[-3 - len(setpriv)] == "nlab_mkdir /x"
+
+
+def test_privileged_gets_net_admin_and_nothing_that_leaves_the_lab() -> None:
+    assert network.container_caps(None) == network.CONTAINER_CAPS
+    privileged = network.container_caps({"privileged": True})
+    assert set(privileged) == set(network.CONTAINER_CAPS) | {"net_admin"}
+    added = network.container_caps({"capabilities": {"add": ["NET_ADMIN", "SYS_ADMIN",
+                                                             "CAP_SYS_MODULE", "NET_RAW"]}})
+    assert "net_admin" in added and "sys_admin" not in added and "sys_module" not in added
+    assert network.container_caps({"capabilities": {"drop": ["ALL"]}}) == ()
+    assert network.container_caps({"capabilities": {"drop": ["ALL"],
+                                                    "add": ["NET_BIND_SERVICE"]}}) == (
+        "net_bind_service",)
+    dropped = network.container_caps({"capabilities": {"drop": ["KILL"]}})
+    assert "kill" not in dropped and "chown" in dropped
+    for caps in (privileged, added):
+        bounding = network.setpriv_argv(caps)[4]
+        assert bounding.startswith("--bounding-set=-all,") and "+sys_admin" not in bounding
 
 
 def test_containers_lose_every_capability_that_reaches_beyond_the_pod() -> None:
@@ -579,3 +612,43 @@ def test_a_failed_init_container_fails_a_never_pod(tmp_path: Path) -> None:
     init = worker.init_containers[0]
     init.runs, init.last_exit, init.done = 1, 1, True
     assert worker._phase() == "Failed"
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_applet_dir_is_built_once_under_concurrency(tmp_path: Path) -> None:
+    # Threads of one process (pod workers) and other processes (exec_in_pod) race on a fresh dir.
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        threads = list(pool.map(lambda _: images.ensure_applet_dir(tmp_path)[0], range(32)))
+    ctx = multiprocessing.get_context("spawn")
+    other = tmp_path / "procs"
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as procs:
+        dirs = list(procs.map(images.ensure_applet_dir, [other] * 8))
+    assert len(set(threads)) == 1 and len({d for d, _ in dirs}) == 1
+    for applet_dir in (threads[0], dirs[0][0]):
+        names = {p.name for p in Path(applet_dir).iterdir()}
+        assert names == set(dirs[0][1]) | {"wget"}
+        assert sorted(p.name for p in Path(applet_dir).parent.iterdir()) == [".lock", "bin"]
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_applet_dir_left_half_built_by_a_crash_is_completed(tmp_path: Path) -> None:
+    first, applets = images.ensure_applet_dir(tmp_path)
+    (Path(first) / "wget").unlink()
+    (Path(first) / "sh").unlink()
+    (Path(first).parent / ".bin-new-x").mkdir()  # a staging dir of a builder that died
+    again, _ = images.ensure_applet_dir(tmp_path)
+    assert again == first
+    assert {p.name for p in Path(again).iterdir()} == set(applets) | {"wget"}
+    assert sorted(p.name for p in Path(again).parent.iterdir()) == [".lock", "bin"]
+    # Idempotent: a complete dir is reused untouched (an agent restart).
+    inode = Path(again).stat().st_ino
+    assert images.ensure_applet_dir(tmp_path)[0] == again and Path(again).stat().st_ino == inode
+
+
+def test_eni_veth_names_are_what_the_vpc_cni_computes() -> None:
+    name = network.eni_veth_name("default", "web-0")
+    assert name.startswith("eni") and len(name) == 14
+    assert name == "eni" + hashlib.sha1(b"default.web-0").hexdigest()[:11]
