@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     VERIFICATION_FAILED = 3
     PRECONDITION = 4
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a process ended by Ctrl-C
 
 
 class NetisoError(Exception):
@@ -68,3 +69,27 @@ class PreconditionFailed(NetisoError):
     """Unsupported cluster, conflicting plugin, or a disruptive change without --yes (exit 4)."""
 
     exit_code = ExitCode.PRECONDITION
+
+
+class Interrupted(NetisoError):
+    """Ctrl-C during a run that reports what it did before stopping (exit 130)."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted (Ctrl-C)")
+
+
+class OutputError(NetisoError):
+    """The result could not be written to stdout (exit 1; a reader that left is not an error).
+
+    ``reader_left`` is set for a broken pipe (``netiso render | head``): the CLI exits 0 then,
+    as a filter in a pipeline should. A full disk, ``/dev/full`` or a closed stdout is a failure:
+    the result the caller asked for is not where it was sent.
+    """
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, message: str, *, reader_left: bool = False) -> None:
+        super().__init__(message)
+        self.reader_left = reader_left

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from netiso.console import GlobalOptions, Reporter
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from netiso.profiles import Provider
 
 
-def reporter(ctx: typer.Context) -> Reporter:
+def reporter(ctx: click.Context) -> Reporter:
     """The reporter the global callback stored (a default one when a test calls directly)."""
     obj = ctx.find_root().obj
     if isinstance(obj, Reporter):

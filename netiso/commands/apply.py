@@ -9,10 +9,11 @@ applied, naming which were and were not.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
@@ -75,53 +76,26 @@ def _table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("apply")
-    def apply(
-        ctx: typer.Context,
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
-        ] = None,
-        provider: Annotated[
-            str,
-            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
-                         "auto (detected from the cluster), eks, gke, aks or generic."),
-        ] = "auto",
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option("--namespace", "-n", metavar="NAME",
-                         help="Target namespace (repeatable); replaces namespaces.include."),
-        ] = None,
-        selector: Annotated[
-            str | None,
-            typer.Option("--selector", "-l", metavar="SELECTOR",
-                         help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
-        ] = None,
-        force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
-                                "and a --provider the cluster contradicts.")
-        ] = False,
-        dry_run: Annotated[
-            bool,
-            typer.Option("--dry-run", help="Show create/update/unchanged/prune per object "
-                         "(server-side dry run); write nothing."),
-        ] = False,
-        prune: Annotated[
-            bool,
-            typer.Option("--prune/--no-prune", help="Delete netiso-managed policies the bundle "
-                         "no longer contains, in target namespaces."),
-        ] = True,
-        force_conflicts: Annotated[
-            bool,
-            typer.Option("--force-conflicts", help="Take over fields another field manager "
-                         "owns (server-side apply force)."),
-        ] = False,
-        concurrency: Annotated[
-            int,
-            typer.Option("--concurrency", min=1, max=64, help="Namespaces applied in parallel."),
-        ] = 8,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("apply")
+    @_options.values
+    @_options.provider()
+    @_options.namespace()
+    @_options.selector()
+    @_options.force
+    @_options.dry_run("Show create/update/unchanged/prune per object (server-side dry run); "
+                      "write nothing.")
+    @click.option("--prune/--no-prune", default=True, show_default=True,
+                  help="Delete netiso-managed policies the bundle no longer contains, in target "
+                       "namespaces.")
+    @click.option("--force-conflicts", is_flag=True, default=False,
+                  help="Take over fields another field manager owns (server-side apply force).")
+    @click.option("--concurrency", type=click.IntRange(1, 64), default=8, show_default=True,
+                  help="Namespaces applied in parallel.")
+    @click.pass_context
+    def apply(ctx: click.Context, values: Path | None, provider: str,
+              namespace: tuple[str, ...], selector: str | None, force: bool, dry_run: bool,
+              prune: bool, force_conflicts: bool, concurrency: int) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
         from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
@@ -183,20 +157,19 @@ def register(app: typer.Typer) -> None:
                             + (f" (+{more} more)" if more > 0 else "")
                         )
 
-            def progress(ns: Any) -> None:
+            def unknown(ns: Any) -> None:
                 if ns.state is NamespaceState.UNKNOWN:
                     # The connection dropped with a write in flight: read back after the run.
                     rep.warn(f"namespace {ns.namespace}: outcome unknown: {ns.error}")
-                elif ns.error:
-                    rep.status(Status.FAILED, f"namespace {ns.namespace}: {ns.error}")
-                else:
-                    rep.debug(f"namespace {ns.namespace}: {ns.state.value}")
 
-            report, error = apply_bundle(
-                kube, desired, targets, skipped, dry_run=dry_run, prune=prune,
-                force_conflicts=force_conflicts, workers=concurrency,
-                on_namespace=progress, before_write=before_write,
-            )
+            # Failures and (with -v) each namespace go through the progress; an unknown
+            # outcome is a warning of its own.
+            with rep.progress("dry run" if dry_run else "applying") as progress:
+                report, error = apply_bundle(
+                    kube, desired, targets, skipped, dry_run=dry_run, prune=prune,
+                    force_conflicts=force_conflicts, workers=concurrency,
+                    on_namespace=unknown, before_write=before_write, progress=progress,
+                )
             if kube.throttled:
                 rep.warn(f"the API server throttled {kube.throttled} request(s) (429/503); "
                          "netiso waited as asked (Retry-After) and retried each, up to 10 times")
@@ -205,3 +178,5 @@ def register(app: typer.Typer) -> None:
         rep.info(LATER_NAMESPACES_NOTE)
         if error is not None:
             raise incomplete_error(report, error)
+
+    return apply

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from netiso.errors import NotImplementedYet
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("bootstrap")
+def command() -> click.Command:
+    @click.command("bootstrap")
     def bootstrap() -> None:
         """Not implemented yet (exits 2)."""
         raise NotImplementedYet("bootstrap")
+
+    return bootstrap

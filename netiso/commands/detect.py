@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from netiso.commands._common import reporter
 
@@ -53,9 +53,10 @@ def _table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("detect")
-    def detect(ctx: typer.Context) -> None:
+def command() -> click.Command:
+    @click.command("detect")
+    @click.pass_context
+    def detect(ctx: click.Context) -> None:
         """Detect the provider, Kubernetes version and policy engine from the cluster itself."""
         from netiso.bootstrap.detect import detect as run_detect
         from netiso.console import Status
@@ -71,3 +72,5 @@ def register(app: typer.Typer) -> None:
         rep.status(Status.DETECTED, f"provider {found.provider.value}: {found.reason}")
         data = found.to_json()
         rep.result(data, _table(data))
+
+    return detect

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from netiso.errors import NotImplementedYet
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("enable")
+def command() -> click.Command:
+    @click.command("enable")
     def enable() -> None:
         """Not implemented yet (exits 2)."""
         raise NotImplementedYet("enable")
+
+    return enable

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import typer
+import click
 
 from netiso.errors import NotImplementedYet
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("plan")
+def command() -> click.Command:
+    @click.command("plan")
     def plan() -> None:
         """Not implemented yet (exits 2)."""
         raise NotImplementedYet("plan")
+
+    return plan

@@ -11,10 +11,10 @@ which only a cluster can evaluate, is refused with a pointer to ``--namespace``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import reporter, values_for_cluster
 from netiso.console import OutputFormat
 
@@ -28,10 +28,23 @@ _BUNDLE_OPTIONS = (
 )
 
 
-def _render_rbac(ctx: typer.Context) -> None:
+# `--for ROLE` → netiso/manifests/rbac/<ROLE>.yaml (a ClusterRole and its binding), printed
+# after rbac/identity.yaml (the netiso-system namespace and ServiceAccount) so the output applies
+# to a fresh cluster on its own.
+RBAC_ROLES = ("default", "verify", "enable")
+
+
+def rbac_text(role: str) -> str:
+    """The YAML stream `render --rbac --for ROLE` prints: identity first, then the role."""
     from importlib.resources import files
 
-    from typer._click.core import ParameterSource
+    rbac = files("netiso.manifests").joinpath("rbac")
+    return (rbac.joinpath("identity.yaml").read_text("utf-8") + "---\n"
+            + rbac.joinpath(f"{role}.yaml").read_text("utf-8"))
+
+
+def _render_rbac(ctx: click.Context, role: str) -> None:
+    from click.core import ParameterSource
 
     from netiso.errors import UsageError
 
@@ -47,7 +60,7 @@ def _render_rbac(ctx: typer.Context) -> None:
             hint="the RBAC objects do not depend on the bundle's options",
         )
     rep = reporter(ctx)
-    text = files("netiso.manifests").joinpath("rbac.yaml").read_text("utf-8")
+    text = rbac_text(role)
     if rep.options.output is OutputFormat.JSON:
         import yaml
 
@@ -58,55 +71,34 @@ def _render_rbac(ctx: typer.Context) -> None:
         rep.write(text)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("render")
-    def render(
-        ctx: typer.Context,
-        provider: Annotated[
-            str,
-            typer.Option(
-                "--provider",
-                "-p",
-                help="Provider defaults to use: eks, gke, aks or generic; auto reads the "
-                "cluster to detect it (render is otherwise offline).",
-                metavar="PROVIDER",
-            ),
-        ] = "generic",
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
-        ] = None,
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option(
-                "--namespace",
-                "-n",
-                help="Target namespace (repeatable); replaces namespaces.include.",
-                metavar="NAME",
-            ),
-        ] = None,
-        force: Annotated[
-            bool,
-            typer.Option("--force", help="Allow targeting system/excluded namespaces.", metavar=""),
-        ] = False,
-        rbac: Annotated[
-            bool,
-            typer.Option(
-                "--rbac",
-                help="Print the ClusterRole netiso needs (and an example binding) instead of "
-                "the bundle.",
-                metavar="",
-            ),
-        ] = False,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("render")
+    @_options.provider(default="generic",
+                       help="Provider defaults to use: eks, gke, aks or generic; auto reads the "
+                            "cluster to detect it (render is otherwise offline).")
+    @_options.values
+    @_options.namespace()
+    @_options.force
+    @click.option("--rbac", is_flag=True, default=False,
+                  help="Print the RBAC objects netiso needs (namespace netiso-system, its "
+                       "ServiceAccount, a ClusterRole and binding) instead of the bundle.")
+    @click.option("--for", "role", type=click.Choice(RBAC_ROLES), default=None,
+                  metavar="ROLE", help="With --rbac: default (apply, status, uninstall, simulate, "
+                                       "detect), verify or enable.")
+    @click.pass_context
+    def render(ctx: click.Context, provider: str, values: Path | None, namespace: tuple[str, ...],
+               force: bool, rbac: bool, role: str | None) -> None:
         """Print the baseline bundle as multi-document YAML (offline, deterministic)."""
+        from netiso.errors import UsageError
+
         if rbac:
-            _render_rbac(ctx)
+            _render_rbac(ctx, role or "default")
             return
+        if role is not None:
+            raise UsageError("--for needs --rbac; allowed: netiso render --rbac --for ROLE")
         from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle, to_yaml
         from netiso.config import Values, load_values
-        from netiso.errors import UsageError
         from netiso.profiles import Provider
 
         rep = reporter(ctx)
@@ -145,3 +137,5 @@ def register(app: typer.Typer) -> None:
             rep.result({"apiVersion": "v1", "kind": "List", "items": objects})
         else:
             rep.write(to_yaml(objects))
+
+    return render

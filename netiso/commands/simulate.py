@@ -18,9 +18,9 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from netiso.commands._common import reporter
 from netiso.console import Reporter, Status
@@ -32,53 +32,37 @@ if TYPE_CHECKING:
     from netiso.policy.flows import FlowResult, MatrixAnswer
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("simulate")
-    def simulate(
-        ctx: typer.Context,
-        files: Annotated[
-            list[Path] | None,
-            typer.Argument(help="YAML/JSON files with Namespaces, Pods and NetworkPolicies "
-                                "('-' reads stdin).", show_default=False, metavar="FILE"),
-        ] = None,
-        flows: Annotated[
-            Path | None,
-            typer.Option("--flows", help="YAML/JSON {flows: [{from, to, port, protocol?, "
-                                         "expect?: allow|deny}]}."),
-        ] = None,
-        src: Annotated[
-            str | None,
-            typer.Option("--from", help="Source: NAMESPACE/POD, ip:ADDRESS or ADDRESS."),
-        ] = None,
-        dst: Annotated[
-            str | None, typer.Option("--to", help="Destination: NAMESPACE/POD or an IP.")
-        ] = None,
-        port: Annotated[
-            str | None,
-            typer.Option("--port", help="Port number or name (default: the destination's "
-                                        "declared ports)."),
-        ] = None,
-        protocol: Annotated[
-            str | None, typer.Option("--protocol", help="TCP, UDP or SCTP (default TCP).")
-        ] = None,
-        live: Annotated[
-            bool,
-            typer.Option("--live", help="Also read Namespaces, Pods and NetworkPolicies from "
-                                        "the current cluster."),
-        ] = False,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("simulate")
+    @click.argument("files", nargs=-1, type=click.Path(path_type=Path), metavar="[FILE]...")
+    @click.option("--flows", type=click.Path(path_type=Path), default=None, metavar="PATH",
+                  help="YAML/JSON {flows: [{from, to, port, protocol?, expect?: allow|deny}]}.")
+    @click.option("--from", "src", default=None,
+                  help="Source: NAMESPACE/POD, ip:ADDRESS or ADDRESS.")
+    @click.option("--to", "dst", default=None, help="Destination: NAMESPACE/POD or an IP.")
+    @click.option("--port", default=None,
+                  help="Port number or name (default: the destination's declared ports).")
+    @click.option("--protocol", default=None, help="TCP, UDP or SCTP (default TCP).")
+    @click.option("--live", is_flag=True, default=False,
+                  help="Also read Namespaces, Pods and NetworkPolicies from the current cluster.")
+    @click.pass_context
+    def simulate(ctx: click.Context, files: tuple[Path, ...], flows: Path | None,
+                 src: str | None, dst: str | None, port: str | None, protocol: str | None,
+                 live: bool) -> None:
         """Evaluate NetworkPolicies offline: given flows, one flow, or the whole pod matrix.
 
         Exit 0 when every expectation holds, 3 when one does not, 2 for bad input.
         """
         rep = reporter(ctx)
-        # -o/--output and --kubeconfig/--context are global options; netiso.cli also accepts
-        # them after the subcommand (`netiso simulate f.yaml -o json`).
-        run(rep, files or [], flows=flows, src=src, dst=dst, port=port, protocol=protocol,
+        # -o/--output and --kubeconfig/--context are global options; click also accepts them
+        # after the subcommand (`netiso simulate f.yaml -o json`).
+        run(rep, list(files), flows=flows, src=src, dst=dst, port=port, protocol=protocol,
             live=live)
 
+    return simulate
 
-# --- the command's logic (callable without typer) ------------------------------------------
+
+# --- the command's logic (callable without click) ------------------------------------------
 
 def _read(path: Path) -> str:
     from netiso.policy import PolicyInputError

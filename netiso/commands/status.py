@@ -7,10 +7,11 @@ whatever the state (status reports; `netiso apply` acts), non-zero only when rea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
@@ -49,34 +50,16 @@ def _table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("status")
-    def status(
-        ctx: typer.Context,
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML).", metavar="FILE"),
-        ] = None,
-        provider: Annotated[
-            str,
-            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
-                         "auto (detected from the cluster), eks, gke, aks or generic."),
-        ] = "auto",
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option("--namespace", "-n", metavar="NAME",
-                         help="Target namespace (repeatable); replaces namespaces.include."),
-        ] = None,
-        selector: Annotated[
-            str | None,
-            typer.Option("--selector", "-l", metavar="SELECTOR",
-                         help="Target namespaces by label (kubectl syntax)."),
-        ] = None,
-        force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
-                                "and a --provider the cluster contradicts.")
-        ] = False,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("status")
+    @_options.values
+    @_options.provider()
+    @_options.namespace()
+    @_options.selector()
+    @_options.force
+    @click.pass_context
+    def status(ctx: click.Context, values: Path | None, provider: str,
+               namespace: tuple[str, ...], selector: str | None, force: bool) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
         from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import render_bundle
@@ -110,3 +93,5 @@ def register(app: typer.Typer) -> None:
         rep.result(data, _table(data))
         rep.info("enforcement: unknown (whether the dataplane enforces policies is reported by "
                  "`netiso detect`, not by the policy objects)")
+
+    return status

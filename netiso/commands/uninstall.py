@@ -7,10 +7,11 @@ printed first, naming each object's outcome.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from netiso.commands import _options
 from netiso.commands._common import connected_to, reporter
 
 if TYPE_CHECKING:
@@ -44,24 +45,14 @@ def _table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("uninstall")
-    def uninstall(
-        ctx: typer.Context,
-        dry_run: Annotated[
-            bool, typer.Option("--dry-run", help="List what would be deleted; delete nothing.")
-        ] = False,
-        namespace: Annotated[
-            list[str] | None,
-            typer.Option("--namespace", "-n", metavar="NAME",
-                         help="Only in this namespace (repeatable); default: everywhere."),
-        ] = None,
-        selector: Annotated[
-            str | None,
-            typer.Option("--selector", "-l", metavar="SELECTOR",
-                         help="Only in namespaces with these labels (kubectl syntax)."),
-        ] = None,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("uninstall")
+    @_options.dry_run("List what would be deleted; delete nothing.")
+    @_options.namespace("Only in this namespace (repeatable); default: everywhere.")
+    @_options.selector("Only in namespaces with these labels (kubectl syntax).")
+    @click.pass_context
+    def uninstall(ctx: click.Context, dry_run: bool, namespace: tuple[str, ...],
+                  selector: str | None) -> None:
         """Remove every object netiso created: bundle policies and verification leftovers."""
         from netiso.config import load_values
         from netiso.kube import connect
@@ -77,8 +68,16 @@ def register(app: typer.Typer) -> None:
             scope = None
             if vals.namespaces.include or vals.namespaces.selector is not None:
                 scope = uninstall_scope(vals, kube.list_namespaces())
-            report = run_uninstall(kube, dry_run=dry_run, scope=scope)
+            with rep.progress("dry run" if dry_run else "deleting") as progress:
+                report = run_uninstall(kube, dry_run=dry_run, scope=scope, progress=progress)
+        if report.unchecked:
+            kinds = ", ".join(resource for resource, _ in report.unchecked)
+            rep.warn(f"verification leftovers not looked for: {kinds} (this identity may not "
+                     "list them; bind the role of `netiso render --rbac --for verify` to clean "
+                     "them up)")
         data = report.to_json()
         rep.result(data, _table(data))
         if not report.complete:
             raise incomplete_error(report)
+
+    return uninstall

@@ -4,7 +4,9 @@ Thin: parse options, call ``netiso.verify.run.verify``, print the table (or the 
 document), write ``--junit``, and turn the verdict into an error for the one exit path in
 ``netiso.cli`` (3 mismatch or not enforced, 1 probing failed) after the result is printed.
 SIGTERM (a CI job's timeout) is turned into KeyboardInterrupt for the duration of the run so the
-run's cleanup happens on that way out too.
+run's cleanup happens on that way out too. ``--provider auto`` (the default) takes the provider
+from ``netiso detect``'s rule, like apply and status, so the canary gets the bundle the
+cluster's apply would give it and the "likely cause" line speaks for the right cloud.
 """
 
 from __future__ import annotations
@@ -12,22 +14,17 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
-from netiso.commands._common import reporter
+from netiso.commands import _options
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from netiso.console import Reporter
-
-
-def likely_provider(provider: str) -> str:
-    """The provider the "likely cause" line speaks for. One place, so detection can replace the
-    flag's default later without touching the rest."""
-    return provider.lower()
 
 
 def parse_nodes(text: str) -> int | None:
@@ -100,92 +97,78 @@ def table(data: dict[str, Any]) -> Any:
     return draw
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("verify")
-    def verify(
-        ctx: typer.Context,
-        values: Annotated[
-            Path | None,
-            typer.Option("--values", "-f", help="Values file (YAML): the bundle the canary "
-                         "namespaces receive.", metavar="FILE"),
-        ] = None,
-        provider: Annotated[
-            str,
-            typer.Option("--provider", "-p", help="Provider defaults and likely causes: eks, "
-                         "gke, aks or generic.", metavar="PROVIDER"),
-        ] = "generic",
-        nodes: Annotated[
-            str,
-            typer.Option("--nodes", help="Nodes to probe: 'all', or N (spread across zones "
-                         "and node pools). Default: all, up to 10.", metavar="all|N",
-                         show_default=False),
-        ] = "10",
-        canary_only: Annotated[
-            bool, typer.Option("--canary-only", help="Only the enforcement canary.")
-        ] = False,
-        in_namespace: Annotated[
-            str | None,
-            typer.Option("--in-namespace", metavar="NAME",
-                         help="Probe this real namespace instead of a canary one (probe pods "
-                              "never become Ready)."),
-        ] = None,
-        keep: Annotated[
-            bool, typer.Option("--keep", help="Leave the probe namespaces and Jobs in place.")
-        ] = False,
-        skip: Annotated[
-            list[str] | None,
-            typer.Option("--skip", metavar="CHECK", help="Skip a check by name (repeatable)."),
-        ] = None,
-        probe_image: Annotated[
-            str | None,
-            typer.Option("--probe-image", metavar="IMAGE",
-                         help="Probe image with busybox's sh, nc and nslookup (default "
-                              "busybox:1.36)."),
-        ] = None,
-        image_pull_secret: Annotated[
-            list[str] | None,
-            typer.Option("--image-pull-secret", metavar="NAME",
-                         help="Pull secret for the probe image (repeatable; it must exist in "
-                              "the probed namespace)."),
-        ] = None,
-        junit: Annotated[
-            Path | None,
-            typer.Option("--junit", metavar="FILE", help="Also write a JUnit XML report."),
-        ] = None,
-        timeout: Annotated[
-            float,
-            typer.Option("--timeout", min=5, metavar="SECONDS",
-                         help="Give up waiting for probe pods after this long."),
-        ] = 120.0,
-    ) -> None:
+def command() -> click.Command:
+    @click.command("verify")
+    @_options.values
+    @_options.provider(help="Provider defaults and likely causes: auto (detected from the "
+                       "cluster), eks, gke, aks or generic.")
+    @_options.force
+    @click.option("--nodes", default="10", metavar="all|N", show_default=False,
+                  help="Nodes to probe: 'all', or N (spread across zones and node pools). "
+                       "Default: all, up to 10.")
+    @click.option("--canary-only", is_flag=True, default=False,
+                  help="Only the enforcement canary.")
+    @click.option("--in-namespace", default=None, metavar="NAME",
+                  help="Probe this real namespace instead of a canary one (probe pods never "
+                       "become Ready).")
+    @click.option("--keep", is_flag=True, default=False,
+                  help="Leave the probe namespaces and Jobs in place.")
+    @click.option("--skip", multiple=True, metavar="CHECK",
+                  help="Skip a check by name (repeatable).")
+    @click.option("--probe-image", default=None, metavar="IMAGE",
+                  help="Probe image with busybox's sh, nc and nslookup (default busybox:1.36).")
+    @click.option("--image-pull-secret", multiple=True, metavar="NAME",
+                  help="Pull secret for the probe image (repeatable; it must exist in the "
+                       "probed namespace).")
+    @click.option("--junit", type=click.Path(path_type=Path), default=None, metavar="FILE",
+                  help="Also write a JUnit XML report.")
+    @click.option("--timeout", type=click.FloatRange(min=5), default=120.0, metavar="SECONDS",
+                  help="Give up waiting for probe pods after this long.")
+    @click.pass_context
+    def verify(ctx: click.Context, values: Path | None, provider: str, force: bool, nodes: str,
+               canary_only: bool, in_namespace: str | None, keep: bool, skip: tuple[str, ...],
+               probe_image: str | None, image_pull_secret: tuple[str, ...], junit: Path | None,
+               timeout: float) -> None:
         """Prove with real traffic, on every node, that NetworkPolicies are enforced.
 
         Exit 0 when every flow matches, 3 on a mismatch or when a node does not enforce,
         1 when probing failed (image pull, scheduling, timeout), 2 for bad input.
         """
-        run(reporter(ctx), values=values, provider=provider, nodes=nodes,
-            canary_only=canary_only, in_namespace=in_namespace, keep=keep, skip=skip or [],
-            probe_image=probe_image, pull_secrets=image_pull_secret or [], junit=junit,
+        run(reporter(ctx), values=values, provider=provider, force=force, nodes=nodes,
+            canary_only=canary_only, in_namespace=in_namespace, keep=keep, skip=list(skip),
+            probe_image=probe_image, pull_secrets=list(image_pull_secret), junit=junit,
             timeout=timeout)
+
+    return verify
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def run(rep: Reporter, *, values: Path | None, provider: str, nodes: str, canary_only: bool,
-        in_namespace: str | None, keep: bool, skip: list[str], probe_image: str | None,
-        pull_secrets: list[str], junit: Path | None, timeout: float) -> None:
-    from netiso.config import is_namespace_name, load_values
+def run(rep: Reporter, *, values: Path | None, provider: str, force: bool = False, nodes: str,
+        canary_only: bool, in_namespace: str | None, keep: bool, skip: list[str],
+        probe_image: str | None, pull_secrets: list[str], junit: Path | None,
+        timeout: float) -> None:
+    from dataclasses import replace
+
+    from netiso.bootstrap.detect import parse_provider_option
+    from netiso.config import Values, is_namespace_name, load_values
     from netiso.console import Status
     from netiso.errors import OperationFailed, UsageError, VerificationFailed
     from netiso.kube import connect
+    from netiso.profiles import Provider
     from netiso.verify.junit import to_junit
     from netiso.verify.probes import DEFAULT_IMAGE
     from netiso.verify.run import Options, Verdict, validate_skip
     from netiso.verify.run import verify as verify_run
 
-    vals = load_values(values, provider=provider)
+    requested = parse_provider_option(provider)
+
+    def load(name: str) -> Values:
+        return load_values(values, provider=name)
+
+    vals = load((requested or Provider.GENERIC).value)  # bad input fails before connecting
     limit = parse_nodes(nodes)
     skipped = validate_skip(skip)
     if in_namespace is not None and not is_namespace_name(in_namespace):
@@ -193,14 +176,16 @@ def run(rep: Reporter, *, values: Path | None, provider: str, nodes: str, canary
     if in_namespace is not None and canary_only:
         raise UsageError("--in-namespace cannot be combined with --canary-only (the canary "
                          "always runs in its own namespace)")
-    opts = Options(values=vals, provider=likely_provider(provider), nodes=limit,
+    opts = Options(values=vals, provider=vals.provider.value, nodes=limit,
                    canary_only=canary_only, in_namespace=in_namespace, keep=keep, skip=skipped,
                    image=probe_image or DEFAULT_IMAGE, pull_secrets=tuple(pull_secrets),
                    timeout=timeout)
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
-            rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
+            rep.status(Status.INFO, connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
+            opts = replace(opts, values=vals, provider=vals.provider.value)
             result = verify_run(kube, opts, rep.info)
     finally:
         signal.signal(signal.SIGTERM, previous)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import platform
 
-import typer
+import click
 
 from netiso import __version__
 from netiso.commands._common import reporter
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("version")
-    def version(ctx: typer.Context) -> None:
+def command() -> click.Command:
+    @click.command("version")
+    @click.pass_context
+    def version(ctx: click.Context) -> None:
         """Print netiso's version and the bundle version it renders."""
         from netiso.bundle import BUNDLE_VERSION
 
@@ -28,3 +29,5 @@ def register(app: typer.Typer) -> None:
             "python": platform.python_version(),
         }
         rep.result(data, lambda con: con.print(f"netiso {__version__} (bundle {BUNDLE_VERSION})"))
+
+    return version

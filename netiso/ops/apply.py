@@ -57,7 +57,8 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from netiso.config import Skipped
-from netiso.errors import ExitCode, NetisoError, OperationFailed
+from netiso.console import Progress as RunProgress
+from netiso.errors import ExitCode, Interrupted, NetisoError, OperationFailed
 from netiso.kube import (
     FIELD_MANAGER,
     NETWORK_POLICY,
@@ -74,7 +75,7 @@ from netiso.ops.ownership import (
     is_netiso_created,
     unset_owned_fields,
 )
-from netiso.ops.pool import run_bounded, summarize_names
+from netiso.ops.pool import RunInterrupted, run_bounded, summarize_names
 
 LATER_NAMESPACES_NOTE = (
     "namespaces created after this run are not covered until the next `netiso apply`; "
@@ -313,6 +314,9 @@ def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete
     if unknown:
         parts.append(f"outcome unknown (could not read back): {summarize_names(unknown)}")
     parts.append(f"not {verb}: {summarize_names(missing)}")
+    if isinstance(first, Interrupted):
+        return ApplyIncomplete("; ".join([*parts, first.one_line()]), exit_code=first.exit_code,
+                               hint="rerun `netiso apply` to finish: it is idempotent")
     return ApplyIncomplete(
         "; ".join(parts) + f"; first error: {first.one_line()}",
         exit_code=first.exit_code,
@@ -466,13 +470,16 @@ def apply_bundle(
     workers: int = 8,
     on_namespace: Progress | None = None,
     before_write: Callable[[list[NamespaceResult]], None] | None = None,
+    progress: RunProgress | None = None,
 ) -> tuple[ApplyReport, NetisoError | None]:
     """Apply ``desired`` (the rendered bundle for ``targets``) and report per namespace.
 
     Returns the report and the first error (None when every namespace was applied). The
     caller decides how to surface the error, after printing the report.
     ``before_write`` sees the namespaces about to get their first netiso policies (with their
-    running pods) before any write, so a caller can list or confirm them.
+    running pods) before any write, so a caller can list or confirm them. ``progress`` hears
+    of each namespace as it finishes. After Ctrl-C the namespaces in flight finish, the report
+    says what was done and the error is ``Interrupted`` (exit 130).
     """
     by_ns = group_by_namespace(desired)
     target_set = set(targets)
@@ -539,11 +546,24 @@ def apply_bundle(
                 first_error = err
         if on_namespace is not None:
             on_namespace(res)
+        if progress is not None:
+            # An unknown outcome is not a failure: the caller warns about it (on_namespace).
+            progress.advance(f"namespace {ns}", res.error or res.state.value,
+                             failed=res.error is not None
+                             and res.state is not NamespaceState.UNKNOWN)
 
+    if progress is not None:
+        progress.start(len(queue))
     # Namespaces the run stopped before stay NOT_ATTEMPTED.
-    run_bounded(queue, run, done, workers=workers)
+    interrupted: RunInterrupted | None = None
+    try:
+        run_bounded(queue, run, done, workers=workers)
+    except RunInterrupted as exc:
+        interrupted = exc
     if not dry_run:
         _read_back(kube, report, by_ns)
         if report.complete:  # every lost answer read back as in place: nothing is missing
             first_error = None
+    if interrupted is not None:
+        first_error = interrupted  # Ctrl-C decides the exit code (130), whatever failed before
     return report, first_error

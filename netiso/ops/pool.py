@@ -12,17 +12,20 @@ Design decisions:
   refusal inside one namespace does not: rights are often granted per namespace (RoleBindings),
   so the next namespace may well be allowed. Other errors (a conflict, a quota, a namespace
   being deleted) belong to their item too, and the run goes on.
-* **Ctrl-C does not wait for the rest.** On any exception in the calling thread the executor is
-  shut down without waiting; requests already in flight end within their timeout.
+* **Ctrl-C stops the run, not the requests in flight.** Nothing further starts; the items
+  already in flight finish (each request ends within its timeout) and are reported, so the
+  caller can say exactly what was done, and ``RunInterrupted`` names the items never started.
+  Abandoning them instead would not make the process end sooner (the interpreter joins the
+  pool's threads at exit) and would leave their outcome unknown. A second Ctrl-C abandons them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
 from typing import TypeVar
 
-from netiso.errors import NetisoError
+from netiso.errors import Interrupted, NetisoError
 from netiso.kube import Forbidden, MissingResourceType, Unauthorized, Unreachable
 
 T = TypeVar("T")
@@ -46,6 +49,14 @@ def summarize_names(items: Sequence[str], limit: int = 8) -> str:
     return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
 
 
+class RunInterrupted(Interrupted):
+    """Ctrl-C ended ``run_bounded``: in-flight items were reported, these never started."""
+
+    def __init__(self, not_started: Sequence[object]) -> None:
+        super().__init__()
+        self.not_started = list(not_started)
+
+
 def run_bounded(
     items: Sequence[T],
     work: Callable[[T], R],
@@ -57,7 +68,8 @@ def run_bounded(
 
     ``on_done(item, result, error)`` runs in the calling thread as each item finishes. After an
     error for which ``ends_the_run`` holds, nothing further starts (items in flight finish and
-    are reported). Returns the items never started.
+    are reported). Returns the items never started. On Ctrl-C, raises ``RunInterrupted`` once
+    the items in flight are reported.
     """
     workers = max(1, workers)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="netiso")
@@ -78,6 +90,17 @@ def run_bounded(
                 if exc is not None and ends_the_run(exc):
                     stop = True
                 on_done(item, None if exc is not None else fut.result(), exc)
+    except KeyboardInterrupt:
+        try:
+            for fut in as_completed(list(pending)):
+                item = pending.pop(fut)
+                exc = fut.exception()
+                on_done(item, None if exc is not None else fut.result(), exc)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+        raise RunInterrupted(items[index:]) from None
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         raise

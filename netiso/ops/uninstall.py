@@ -42,7 +42,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from netiso.errors import NetisoError, OperationFailed
+from netiso.console import Progress
+from netiso.errors import Interrupted, NetisoError, OperationFailed
 from netiso.kube import (
     CONFIGMAP,
     JOB,
@@ -50,12 +51,13 @@ from netiso.kube import (
     NETWORK_POLICY,
     POD,
     SERVICE,
+    Forbidden,
     ResourceType,
     Unreachable,
 )
 from netiso.ops.order import safety_rank
 from netiso.ops.ownership import MANAGED_SELECTOR, is_netiso_created
-from netiso.ops.pool import ends_the_run, run_bounded, summarize_names
+from netiso.ops.pool import RunInterrupted, ends_the_run, run_bounded, summarize_names
 
 __all__ = ["Target", "UninstallClient", "UninstallReport", "find_targets", "uninstall"]
 
@@ -117,10 +119,14 @@ class UninstallReport:
     not_attempted: list[Target] = field(default_factory=list)
     read_back_error: str | None = None
     lost: NetisoError | None = None  # the first error that lost a deletion's answer
+    interrupted: bool = False  # Ctrl-C: what was in flight finished, the rest not attempted
+    # Kinds of verification leftovers this identity may not list (the day-to-day role does not
+    # carry verify's rights): (resource, why). They were not looked for, so not cleaned.
+    unchecked: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
-        return (not self.failed and not self.not_attempted
+        return (not self.failed and not self.not_attempted and not self.interrupted
                 and all(rb is ReadBack.GONE for _, rb in self.unknown))
 
     def to_json(self) -> dict[str, Any]:
@@ -138,6 +144,7 @@ class UninstallReport:
             "unknown": [{**t.to_json(), "readBack": rb.value} for t, rb in self.unknown],
             "notAttempted": [t.to_json() for t in self.not_attempted],
             "readBackError": self.read_back_error,
+            "unchecked": [{"resource": r, "reason": why} for r, why in self.unchecked],
         }
 
 
@@ -163,6 +170,12 @@ def incomplete_error(report: UninstallReport) -> OperationFailed:
         parts.append(f"first error: {first.one_line()}")
     if report.read_back_error:
         parts.append(f"read-back failed: {report.read_back_error}")
+    if report.interrupted:
+        parts.append(Interrupted().one_line())
+        err = OperationFailed("; ".join(parts),
+                              hint="rerun `netiso uninstall` to finish: it finds what is left")
+        err.exit_code = Interrupted.exit_code
+        return err
     err = OperationFailed("; ".join(parts),
                           hint="fix the cause and rerun `netiso uninstall`: it finds what is left")
     if first is not None:
@@ -179,11 +192,31 @@ def find_targets(kube: UninstallClient, scope: Collection[str] | None = None
     (or, for a Namespace, named) one of ``scope``. Objects already being deleted (a namespace
     netiso created stays Terminating for a while, with its contents) are reported, not deleted
     again, so a rerun finds nothing left to do."""
+    found, skipped, _ = find_all(kube, scope)
+    return found, skipped
+
+
+def find_all(kube: UninstallClient, scope: Collection[str] | None = None
+             ) -> tuple[list[Target], list[tuple[Target, str]], list[tuple[str, str]]]:
+    """``find_targets`` plus the leftover kinds RBAC would not let this identity list.
+
+    The bundle's NetworkPolicies must be listable (that is uninstall's job); the verification
+    leftovers (probe pods, services, config maps, namespaces) need the verify role, which the
+    day-to-day role deliberately lacks: a refused LIST there is reported, not fatal.
+    """
     found: list[Target] = []
     skipped: list[tuple[Target, str]] = []
+    unchecked: list[tuple[str, str]] = []
     terminating: set[str] = set()
     for rt in reversed(UNINSTALL_KINDS):  # namespaces first: their contents' fate is theirs
-        for obj in kube.list_objects(rt, label_selector=MANAGED_SELECTOR):
+        try:
+            listed = kube.list_objects(rt, label_selector=MANAGED_SELECTOR)
+        except Forbidden as exc:
+            if rt is NETWORK_POLICY:
+                raise
+            unchecked.append((rt.plural, exc.one_line()))
+            continue
+        for obj in listed:
             meta = obj["metadata"]
             target = Target(rt.kind, meta.get("namespace"), meta["name"], meta.get("uid"), rt,
                             safety_rank(obj) if rt is NETWORK_POLICY else 0)
@@ -199,7 +232,9 @@ def find_targets(kube: UninstallClient, scope: Collection[str] | None = None
                 found.append(target)
             else:
                 skipped.append((target, why))
-    return found, skipped
+    # Kinds in deletion order, as the report lists them.
+    unchecked.sort(key=lambda u: [rt.plural for rt in UNINSTALL_KINDS].index(u[0]))
+    return found, skipped, unchecked
 
 
 GONE = "already gone (or recreated since it was listed: the new object is left alone)"
@@ -246,14 +281,23 @@ def _batches(found: Sequence[Target], netiso_namespaces: set[str]
 
 
 def uninstall(kube: UninstallClient, *, dry_run: bool = False, workers: int = 8,
-              scope: Collection[str] | None = None) -> UninstallReport:
-    """Delete netiso's objects; the report holds every object's outcome, even after errors."""
+              scope: Collection[str] | None = None,
+              progress: Progress | None = None) -> UninstallReport:
+    """Delete netiso's objects; the report holds every object's outcome, even after errors
+    and after Ctrl-C (``report.interrupted``). ``progress`` hears of each object."""
     report = UninstallReport(dry_run, kube.server, kube.context)
-    found, report.skipped = find_targets(kube, scope)
+    found, report.skipped, report.unchecked = find_all(kube, scope)
     netiso_namespaces = {t.name for t in found if t.rt is NAMESPACE}
     # Objects inside a namespace netiso created go with the namespace; deleting them one by
     # one first would only be slower. Their outcome is their namespace's.
     stages, inside = _batches(found, netiso_namespaces)
+    # A namespace's progress counts its contents too.
+    weight = {ns: 1 + len(ts) for ns, ts in inside.items()}
+
+    def told(t: Target, outcome: str, *, failed: bool = False) -> None:
+        if progress is not None:
+            count = weight.get(t.name, 1) if t.rt is NAMESPACE else 1
+            progress.advance(t.describe(), outcome, failed=failed, count=count)
 
     def work(batch: _Batch) -> None:
         for t in batch.targets:
@@ -270,11 +314,13 @@ def uninstall(kube: UninstallClient, *, dry_run: bool = False, workers: int = 8,
             report.deleted.append(t)
             if t.rt is NAMESPACE:
                 report.deleted.extend(inside.pop(t.name, []))
+            told(t, "would delete" if dry_run else "deleted")
         for t in batch.already_gone:
             report.skipped.append((t, GONE))
             if t.rt is NAMESPACE:
                 # A namespace already gone took its contents with it; nobody deleted them now.
                 report.skipped.extend((c, GONE) for c in inside.pop(t.name, []))
+            told(t, "already gone")
         if exc is None:
             return
         current, rest = batch.targets[batch.reached], batch.targets[batch.reached + 1:]
@@ -285,22 +331,32 @@ def uninstall(kube: UninstallClient, *, dry_run: bool = False, workers: int = 8,
             report.unknown.append((current, ReadBack.FAILED))
             report.lost = report.lost or exc
             inside.setdefault(current.name, []).extend(contents)
+            told(current, f"outcome unknown: {exc.one_line()}")
         else:
             err = exc if isinstance(exc, NetisoError) else OperationFailed(
                 f"{type(exc).__name__}: {exc}")
             report.failed.append((current, err))
             report.not_attempted.extend(contents)
+            told(current, f"failed: {err.one_line()}", failed=True)
         # The rest of this namespace's policies (its allows, after a deny that did not go)
         # are left in place on purpose.
         report.not_attempted.extend(rest)
 
+    if progress is not None:
+        progress.start(len(found))
     for stage in stages:
         if stopped:
             for batch in stage:
                 report.not_attempted.extend(batch.targets)
             continue
-        for batch in run_bounded(stage, work, done, workers=workers):
-            report.not_attempted.extend(batch.targets)
+        try:
+            for batch in run_bounded(stage, work, done, workers=workers):
+                report.not_attempted.extend(batch.targets)
+        except RunInterrupted as exc:
+            for unit in exc.not_started:
+                if isinstance(unit, _Batch):
+                    report.not_attempted.extend(unit.targets)
+            report.interrupted = stopped = True
     _read_back(kube, report, inside)
     # Contents of namespaces whose deletion was never attempted.
     for contents in inside.values():

@@ -14,10 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import typer.main
 import yaml
 
-from netiso.cli import app, hoist_global_options, main
+from netiso.cli import build, main
 from netiso.errors import ExitCode
 
 Run = tuple[int, str, str]
@@ -82,26 +81,52 @@ def test_output_option_after_the_subcommand(capsys: pytest.CaptureFixture[str]) 
     assert yaml.safe_load(out)["version"]
 
 
-def test_hoisting_keeps_the_subcommands_own_options() -> None:
-    group = typer.main.get_command(app)
-    args = ["render", "-n", "-v", "-o", "json", "--force", "-v", "--", "-q"]
-    # `-n -v`: "-v" is the value of the command's own --namespace and stays put.
-    assert hoist_global_options(group, args) == [  # type: ignore[arg-type]
-        "-o",
-        "json",
-        "-v",
-        "render",
-        "-n",
-        "-v",
-        "--force",
-        "--",
-        "-q",
-    ]
-    assert hoist_global_options(group, ["--context", "render", "render"]) == [  # type: ignore[arg-type]
-        "--context",
-        "render",
-        "render",
-    ]
+def test_global_options_after_the_command_are_clicks_own_parsing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Clustered short options after the command: -v (count) then -o with its value "json".
+    code, out, err = run(capsys, "render", "-n", "x", "-vojson")
+    assert code == 0
+    assert json.loads(out)["kind"] == "List"
+    assert "rendered 4 objects" in err  # the -v reached the reporter
+    # Both sides at once: counts add up, the later -o wins.
+    code, out, err = run(capsys, "-q", "-o", "yaml", "render", "-n", "x", "-vv", "--output=json")
+    assert code == 0
+    assert json.loads(out)["kind"] == "List"
+    assert "rendered 4 objects" in err  # -q -vv: verbosity 1
+
+
+def test_a_commands_own_option_values_are_not_taken_for_global_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `-n -v`: "-v" is the value of render's own --namespace (an invalid name), not verbosity.
+    code, out, err = run(capsys, "render", "-n", "-v", "-o", "json")
+    assert code == 2
+    assert out == ""
+    assert "-v" in err and "Traceback" not in err
+    # Everything after `--` is an argument, never an option.
+    code, _, err = run(capsys, "simulate", "-o", "json", "--", "-q")
+    assert code == 2
+    assert "-q" in err
+
+
+def test_a_valued_global_option_without_its_value_names_itself(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, err = run(capsys, "render", "-n", "x", "--context")
+    assert (code, out) == (2, "")
+    assert err == "netiso: error: Option '--context' requires an argument.\n"
+
+
+def test_click_directly_and_no_typer() -> None:
+    """typer >= 0.26 vendors click privately: netiso builds on click itself, never on typer."""
+    root = Path(__file__).resolve().parents[2]
+    importing = re.compile(r"^\s*(import|from)\s+typer\b", re.MULTILINE)
+    offenders = [str(p) for p in (root / "netiso").rglob("*.py") if importing.search(p.read_text())]
+    assert offenders == []
+    deps = (root / "pyproject.toml").read_text().split("[project.optional-dependencies]")[0]
+    assert '"click>=' in deps
+    assert "typer" not in deps
 
 
 # --- exit-code contract ---------------------------------------------------------------------
@@ -114,8 +139,7 @@ NOT_IMPLEMENTED = ("enable", "bootstrap", "plan")
 
 @pytest.mark.parametrize("command", NOT_IMPLEMENTED)
 def test_unimplemented_commands_exit_2(capsys: pytest.CaptureFixture[str], command: str) -> None:
-    group = typer.main.get_command(app)
-    assert command in group.commands  # type: ignore[attr-defined]
+    assert command in build().commands
     code, out, err = run(capsys, command)
     assert (code, out, err) == (
         ExitCode.USAGE,
@@ -159,7 +183,7 @@ def test_traceback_only_when_v_was_really_passed(tmp_path: Path) -> None:
     proc = run_process("render", "-n", "p", "-f", "-v")
     assert proc.returncode == 2
     assert proc.stderr == "netiso: error: --values: -v: no such file\n"
-    # -v after the command is the global option (hoisted): the traceback is wanted.
+    # -v after the command is the global option (click parses it there): the traceback is wanted.
     loud = run_process("render", "-n", "p", "-f", str(tmp_path / "nope.yaml"), "-v")
     assert loud.returncode == 2
     assert "Traceback" in loud.stderr
@@ -267,7 +291,8 @@ def test_no_color_reaches_the_help(argv: tuple[str, ...], no_color_env: bool) ->
 
 
 def test_help_does_not_load_the_rich_help_formatter() -> None:
-    """typer.rich_utils pulls in rich.markdown and markdown_it: ~0.1 s of `netiso --help`."""
+    """rich.markdown/markdown_it (typer's rich help) cost ~0.1 s of `netiso --help`; pydantic
+    (typer >= 0.2x) more: none of them may load for help."""
     code = (
         "import sys\n"
         "from netiso.cli import main\n"
@@ -275,7 +300,7 @@ def test_help_does_not_load_the_rich_help_formatter() -> None:
         "    main(['--help'])\n"
         "except SystemExit:\n"
         "    pass\n"
-        "sys.stderr.write(' '.join(m for m in ('typer.rich_utils', 'rich.markdown', 'pydantic')"
+        "sys.stderr.write(' '.join(m for m in ('typer', 'rich.markdown', 'pydantic')"
         " if m in sys.modules))\n"
     )
     proc = subprocess.run(
@@ -438,3 +463,73 @@ def test_bench_startup_prints_the_ratio_to_its_anchor() -> None:
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"^ratio \(median\): +[0-9.]+x python -c pass", proc.stdout, re.M)
     assert re.search(r"^netiso --help: .*cpu", proc.stdout, re.M)
+
+
+# --- output that cannot be written, Ctrl-C ------------------------------------------------------
+
+NETISO = [sys.executable, "-c", "from netiso.cli import main; main()"]
+
+
+@pytest.mark.parametrize("argv", [("render", "-n", "x"), ("-o", "json", "version"),
+                                  ("render", "-n", "x", "-o", "yaml"), ("--help",)])
+def test_a_full_stdout_is_one_plain_error_line(argv: tuple[str, ...]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*NETISO, *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                              timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("netiso: error: cannot write")
+    assert proc.stderr.endswith("No space left on device\n")
+    assert len(proc.stderr.splitlines()) == 1
+    assert "internal error" not in proc.stderr
+
+
+def test_a_closed_stdout_is_one_plain_error_line() -> None:
+    proc = subprocess.run(
+        [*NETISO, "render", "-n", "x"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True, timeout=60, check=False, preexec_fn=lambda: os.close(1),
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == "netiso: error: cannot write the result: stdout is closed\n"
+
+
+def test_ctrl_c_during_a_long_render_exits_130_and_writes_nothing(tmp_path: Path) -> None:
+    """The issue's repro: a 2,000-namespace render interrupted must not look like success,
+    or `netiso render > b.yaml && kubectl apply -f b.yaml` goes ahead with an empty file."""
+    import resource
+    import signal
+    import time
+
+    values = tmp_path / "v.yaml"
+    values.write_text(yaml.safe_dump({"namespaces": {"include": [f"ns-{i}"
+                                                                 for i in range(2000)]}}))
+    out = tmp_path / "out.yaml"
+    # A whole run first, measured in CPU seconds: the signal goes once the interrupted run has
+    # used a third of that, so it lands mid-run however loaded the machine is (wall-clock
+    # delays do not: a run that gets the CPU back can finish before a timed signal lands).
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with out.open("w") as sink:
+        full = subprocess.run([*NETISO, "render", "-f", str(values)], stdout=sink,
+                              stderr=subprocess.PIPE, text=True, timeout=300, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    whole = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    assert full.returncode == 0, full.stderr
+    assert out.read_text().count("kind: NetworkPolicy") == 8000
+
+    tick = os.sysconf("SC_CLK_TCK")
+    with out.open("w") as sink:
+        proc = subprocess.Popen([*NETISO, "render", "-f", str(values)], stdout=sink,
+                                stderr=subprocess.PIPE, text=True)
+        while True:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            if used >= whole / 3:
+                break
+            assert proc.poll() is None, "the render ended before the signal"
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.rstrip().splitlines()[-1] == "netiso: interrupted"
+    assert "Traceback" not in err
+    # Nothing, or an incomplete stream: never the whole bundle with exit 130.
+    assert out.read_text().count("kind: NetworkPolicy") < 8000

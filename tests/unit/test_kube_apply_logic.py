@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +16,7 @@ import pytest
 
 from netiso.bundle import render_bundle
 from netiso.config import Skipped, SkipReason, load_values
-from netiso.errors import ExitCode, NetisoError
+from netiso.errors import ExitCode, Interrupted, NetisoError
 from netiso.kube import (
     Denied,
     Forbidden,
@@ -429,22 +431,61 @@ def test_an_error_of_one_namespace_does_not_stop_the_others() -> None:
     assert set(states.values()) == {NamespaceState.APPLIED}
 
 
-def test_ctrl_c_cancels_what_has_not_started_and_does_not_wait() -> None:
+def test_ctrl_c_starts_nothing_more_lets_in_flight_finish_and_reports_interrupted() -> None:
     release = threading.Event()
 
-    def fail(_verb: str, ns: str) -> None:
+    def slow(_verb: str, ns: str) -> None:
         if ns == "ns-1":
             release.wait(10)
 
-    def interrupt(res: NamespaceResult) -> None:
-        raise KeyboardInterrupt
+    interrupted = False
 
-    fake = FakeKube(fail)
+    def interrupt(res: NamespaceResult) -> None:
+        nonlocal interrupted
+        if not interrupted:  # one Ctrl-C, as the first namespace finishes
+            interrupted = True
+            release.set()
+            raise KeyboardInterrupt
+
+    fake = FakeKube(slow)
+    report, error = _run_apply(fake, interrupt)
+    assert isinstance(error, Interrupted)
+    assert error.exit_code == 130
+    states = {ns.namespace: ns.state for ns in report.namespaces}
+    # ns-0 done, ns-1 was in flight and finished; nothing further started.
+    assert states.pop("ns-0") is NamespaceState.APPLIED
+    assert states.pop("ns-1") is NamespaceState.APPLIED
+    assert set(states.values()) == {NamespaceState.NOT_ATTEMPTED}
+    assert set(fake.applied) == {"ns-0", "ns-1"}
+    line = incomplete_error(report, error)
+    assert line.exit_code == 130
+    assert line.one_line().startswith(f"applied 2 of {len(NAMES)} namespaces; ")
+    assert "interrupted (Ctrl-C)" in line.one_line()
+
+
+def test_a_second_ctrl_c_abandons_what_is_in_flight() -> None:
+    release = threading.Event()
+
+    def slow(_verb: str, ns: str) -> None:
+        if ns == "ns-1":
+            release.wait(60)
+
+    first = True
+
+    def interrupt(res: NamespaceResult) -> None:
+        nonlocal first
+        if first:
+            first = False
+            # The second Ctrl-C: a real SIGINT while the run waits for ns-1 (in flight).
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            raise KeyboardInterrupt
+
+    fake = FakeKube(slow)
     start = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
             _run_apply(fake, interrupt)
-        assert time.monotonic() - start < 5  # did not wait for ns-1, still in flight
+        assert time.monotonic() - start < 30  # did not wait the 60 s for ns-1
         assert set(fake.applied) <= {"ns-0", "ns-1"}
     finally:
         release.set()
@@ -531,3 +572,61 @@ def test_uninstall_keeps_its_report_when_the_server_goes_away() -> None:
     err = uninstall_incomplete_error(report)
     assert err.exit_code is ExitCode.FAILED
     assert "https://fake:6443" in err.one_line()
+
+
+class _NoVerifyRights(FakeKube):
+    """The day-to-day role: LIST of services and config maps refused cluster-wide."""
+
+    def list_objects(self, rt: Any, namespace: str | None = None, *,
+                     label_selector: str | None = None) -> list[dict[str, Any]]:
+        if rt.kind in ("Service", "ConfigMap"):
+            raise Forbidden(f"forbidden as u: cannot list {rt.plural}", verb="list",
+                            resource=rt.plural, namespace=None, user="u")
+        return super().list_objects(rt, namespace, label_selector=label_selector)
+
+
+def test_uninstall_without_verify_rights_says_which_leftovers_it_did_not_look_for() -> None:
+    objects = {"NetworkPolicy": LEFTOVERS["NetworkPolicy"]}
+    report = run_uninstall(_uninstall_client(_NoVerifyRights(objects=objects)), workers=1)
+    assert report.complete
+    assert _rows(report.deleted) == ["NetworkPolicy/team/netiso-default-deny-ingress"]
+    assert [r for r, _ in report.unchecked] == ["services", "configmaps"]
+    assert report.to_json()["unchecked"][0] == {
+        "resource": "services", "reason": "forbidden as u: cannot list services"}
+
+
+def test_uninstall_still_fails_when_it_may_not_list_networkpolicies() -> None:
+    class NoPolicies(FakeKube):
+        def list_objects(self, rt: Any, namespace: str | None = None, *,
+                         label_selector: str | None = None) -> list[dict[str, Any]]:
+            raise _forbidden(namespace=None)
+
+    with pytest.raises(Forbidden):
+        run_uninstall(_uninstall_client(NoPolicies()), workers=1)
+
+
+def test_uninstall_interrupted_reports_what_was_deleted_and_exits_130() -> None:
+    # One namespace's policies are one unit of work: six namespaces, six units.
+    objects = {"NetworkPolicy": [_owned("NetworkPolicy", "p", f"team-{i}") for i in range(6)]}
+    fake = FakeKube(objects=objects)
+    calls = 0
+
+    class Ctrl:
+        def start(self, total: int) -> None:
+            assert total == 6
+
+        def advance(self, item: str, outcome: str, *, failed: bool = False,
+                    count: int = 1) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise KeyboardInterrupt
+
+    report = run_uninstall(_uninstall_client(fake), workers=1, progress=Ctrl())
+    assert report.interrupted and not report.complete
+    assert _rows(report.deleted) == ["NetworkPolicy/team-0/p"]
+    assert len(report.not_attempted) == 5
+    err = uninstall_incomplete_error(report)
+    assert err.exit_code == 130
+    assert err.one_line().startswith("deleted 1 of 6 objects; not attempted: ")
+    assert "interrupted (Ctrl-C)" in err.one_line()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from netiso.bundle import MANAGED_BY_LABEL, render_bundle, to_yaml
@@ -107,10 +108,12 @@ def test_quiet_hides_notes_but_not_results(tmp_path: Path) -> None:
     assert quiet.stdout == loud.stdout
 
 
-def _rbac_objects() -> list[dict[str, object]]:
+def _rbac_objects(role: str = "default") -> list[dict[str, object]]:
     from importlib.resources import files
 
-    text = files("netiso.manifests").joinpath("rbac.yaml").read_text()
+    rbac = files("netiso.manifests").joinpath("rbac")
+    text = rbac.joinpath("identity.yaml").read_text() + "---\n" + rbac.joinpath(
+        f"{role}.yaml").read_text()
     return [d for d in yaml.safe_load_all(text) if d is not None]
 
 
@@ -134,3 +137,40 @@ def test_render_rbac_refuses_bundle_options() -> None:
         "allowed: --rbac alone, with -o json for one JSON List "
         "(the RBAC objects do not depend on the bundle's options)\n"
     )
+
+
+@pytest.mark.parametrize("role", ["default", "verify", "enable"])
+def test_render_rbac_for_each_role_applies_on_a_fresh_cluster(role: str) -> None:
+    argv = ("render", "--rbac") if role == "default" else ("render", "--rbac", "--for", role)
+    proc = netiso(*argv)
+    assert proc.returncode == 0, proc.stderr
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d]
+    assert docs == _rbac_objects(role)
+    kinds = [d["kind"] for d in docs]
+    # The namespace first, so `kubectl apply -f -` creates it before the ServiceAccount in it.
+    assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding"]
+    assert docs[0]["metadata"]["name"] == docs[1]["metadata"]["namespace"] == "netiso-system"
+    role_name = docs[2]["metadata"]["name"]
+    assert role_name == ("netiso" if role == "default" else f"netiso-{role}")
+    assert docs[3]["roleRef"]["name"] == role_name
+    assert docs[3]["subjects"] == [{"kind": "ServiceAccount", "name": "netiso",
+                                    "namespace": "netiso-system"}]
+    for rule in docs[2]["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"], rule
+        assert "secrets" not in rule["resources"], rule
+
+
+def test_the_day_to_day_role_deletes_nothing_but_networkpolicies() -> None:
+    rules = _rbac_objects()[2]["rules"]
+    assert isinstance(rules, list)
+    deletes = {r for rule in rules if "delete" in rule["verbs"] for r in rule["resources"]}
+    assert deletes == {"networkpolicies"}
+    verbs = {v for rule in rules for v in rule["verbs"]}
+    assert verbs == {"list", "create", "patch", "delete"}
+
+
+def test_for_without_rbac_is_a_usage_error() -> None:
+    proc = netiso("render", "-n", "x", "--for", "verify")
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr == ("netiso: error: --for needs --rbac; "
+                           "allowed: netiso render --rbac --for ROLE\n")
