@@ -36,6 +36,7 @@ node agent reports it the way kubelet does (Waiting: ErrImagePull, then ImagePul
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import shutil
@@ -177,23 +178,50 @@ exec @BUSYBOX@ wget "$@"
 
 
 def ensure_applet_dir(state_dir: str | os.PathLike[str]) -> tuple[str, frozenset[str]]:
-    """A directory of `<applet> -> busybox` symlinks: the busybox image's /bin."""
+    """A directory of `<applet> -> busybox` symlinks: the busybox image's /bin.
+
+    Pod workers (threads of the node agent) and `exec_in_pod` (the tests' own processes) call
+    this concurrently, often on a fresh state dir. Checking then creating each link raced (two
+    workers both saw a link missing; the second `symlink_to` failed with EEXIST). So the
+    directory is built whole in a private temporary directory and renamed into place, under an
+    flock that serialises builders across threads and processes; a reader either finds the
+    complete directory or none. A complete directory from an earlier agent is reused as is.
+    """
     busybox = image_busybox()
     flavour = "static" if busybox == BUSYBOX else "dynamic"
-    target = Path(state_dir) / "images" / f"busybox-{flavour}" / "bin"
+    parent = Path(state_dir) / "images" / f"busybox-{flavour}"
+    target = parent / "bin"
     applets = _applets(busybox)
-    if not (target / "wget").is_file() or (target / "wget").is_symlink():
-        target.mkdir(parents=True, exist_ok=True)
-        for applet in applets:
-            link = target / applet
-            if not link.is_symlink() and not link.exists():
-                link.symlink_to(busybox)
-        shim = target / "wget"
-        tmp = target / ".wget.tmp"
-        tmp.write_text(WGET_SHIM.replace("@BUSYBOX@", busybox))
-        tmp.chmod(0o755)
-        os.replace(tmp, shim)
+    if _applet_dir_complete(target, busybox):
+        return str(target), applets
+    parent.mkdir(parents=True, exist_ok=True)
+    with open(parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _applet_dir_complete(target, busybox):
+            # Whatever is here is incomplete (a build cut short by a crash, or an older layout):
+            # nobody else builds while we hold the lock, so it can go.
+            for stale in parent.glob(".bin-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            if target.exists() or target.is_symlink():
+                aside = Path(tempfile.mkdtemp(prefix=".bin-old-", dir=parent))
+                os.rename(target, aside / "bin")
+                shutil.rmtree(aside, ignore_errors=True)
+            staging = Path(tempfile.mkdtemp(prefix=".bin-new-", dir=parent))
+            for applet in applets:
+                (staging / applet).symlink_to(busybox)
+            shim = staging / "wget"
+            shim.unlink(missing_ok=True)
+            shim.write_text(WGET_SHIM.replace("@BUSYBOX@", busybox))
+            shim.chmod(0o755)
+            staging.chmod(0o755)
+            os.rename(staging, target)
     return str(target), applets
+
+
+def _applet_dir_complete(target: Path, busybox: str) -> bool:
+    """Built by ensure_applet_dir: the wget shim (written last before the rename) is there."""
+    shim = target / "wget"
+    return shim.is_file() and not shim.is_symlink() and busybox in shim.read_text()
 
 
 def dns_hosts_dir(state_dir: str | os.PathLike[str]) -> Path:

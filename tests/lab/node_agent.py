@@ -359,6 +359,7 @@ class Container:
     state: JSON = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: JSON = field(default_factory=dict)
     next_start: float = 0.0
+    start_failures: int = 0
     done: bool = False  # init container completed / regular container will not run again
     last_exit: int | None = None
     dir: Path = Path()
@@ -423,6 +424,8 @@ class PodWorker(threading.Thread):
         self.cond_times: dict[str, tuple[str, str]] = {}
         self.sandbox_error = ""
         self.sandbox_retry = 0.0
+        self.step_failures = 0
+        self.retry_at = 0.0
 
     # -- entry points for other threads
     def update(self, pod: JSON) -> None:
@@ -433,25 +436,41 @@ class PodWorker(threading.Thread):
 
     # -- loop
     def run(self) -> None:
+        # A worker never dies while its pod exists: an unexpected exception is logged and the
+        # step retried with back-off (a dead worker left its pod Pending forever, issue #16).
         try:
-            self._sync()
+            self._guarded(self._sync)
             while not self.finished:
                 wait = self._next_wakeup()
                 try:
                     kind, payload = self.events.get(timeout=wait)
                 except queue.Empty:
                     kind, payload = "tick", None
-                self._handle(kind, payload)
+                self._guarded(self._handle, kind, payload)
                 while not self.events.empty():
                     kind, payload = self.events.get_nowait()
-                    self._handle(kind, payload)
-                self._sync()
-        except Exception:
-            log.exception("pod worker %s/%s crashed", self.ns, self.pod_name)
-            self._kill_all(signal.SIGKILL)
-            self._teardown()
+                    self._guarded(self._handle, kind, payload)
+                self._guarded(self._sync)
         finally:
             self.agent.worker_done(self)
+
+    def _guarded(self, step: Callable[..., None], *args: Any) -> None:
+        try:
+            step(*args)
+        except Exception:
+            self.step_failures += 1
+            delay = max(1.0, backoff_delay(self.step_failures - 1))
+            log.exception(
+                "pod worker %s/%s: %s failed; retrying in %.0f s",
+                self.ns,
+                self.pod_name,
+                getattr(step, "__name__", "step"),
+                delay,
+            )
+            self.retry_at = time.monotonic() + delay
+        else:
+            if step == self._sync:
+                self.step_failures = 0
 
     def _next_wakeup(self) -> float | None:
         deadlines = [
@@ -461,6 +480,8 @@ class PodWorker(threading.Thread):
             deadlines.append(self.kill_deadline)
         if self.sandbox_retry:
             deadlines.append(self.sandbox_retry)
+        if self.retry_at:
+            deadlines.append(self.retry_at)
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic()) + 0.005
@@ -478,12 +499,13 @@ class PodWorker(threading.Thread):
                     self._on_exit(c)
         elif kind == "gone":
             # The object is gone (force delete): stop everything now, nobody reads status.
+            self.finished = True
             self._kill_all(signal.SIGKILL)
             self._teardown()
-            self.finished = True
 
     # -- reconcile
     def _sync(self) -> None:
+        self.retry_at = 0.0
         if self.finished:
             return
         meta = self.pod["metadata"]
@@ -617,6 +639,28 @@ class PodWorker(threading.Thread):
         return None
 
     def _start(self, c: Container) -> None:
+        """Start a container; a failure nobody foresaw is CreateContainerError with back-off."""
+        try:
+            self._create_and_start(c)
+        except Exception as exc:
+            c.start_failures += 1
+            delay = backoff_delay(c.start_failures)
+            log.exception(
+                "starting %s/%s[%s] failed; retrying in %.0f s",
+                self.ns,
+                self.pod_name,
+                c.name,
+                delay,
+            )
+            c.state = {
+                "waiting": {
+                    "reason": "CreateContainerError",
+                    "message": f"failed to create container {c.name}: {exc}",
+                }
+            }
+            c.next_start = time.monotonic() + delay
+
+    def _create_and_start(self, c: Container) -> None:
         if c.image is None:
             try:
                 c.image = images.resolve(c.spec.get("image", ""), self.agent.state_dir)
@@ -675,7 +719,6 @@ class PodWorker(threading.Thread):
                 start_new_session=True,
                 cwd="/",
             )
-        (self.agent.state_dir / "pods").mkdir(exist_ok=True)
         if c.runs:
             c.restarts += 1
         c.runs += 1
@@ -683,6 +726,7 @@ class PodWorker(threading.Thread):
         c.started_mono = time.monotonic()
         c.state = {"running": {"startedAt": c.started_at}}
         c.next_start = 0.0
+        c.start_failures = 0
         proc = c.proc
         threading.Thread(
             target=self._wait_proc, args=(c.name, proc), name=f"wait-{c.name}", daemon=True

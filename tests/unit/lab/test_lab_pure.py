@@ -579,3 +579,37 @@ def test_a_failed_init_container_fails_a_never_pod(tmp_path: Path) -> None:
     init = worker.init_containers[0]
     init.runs, init.last_exit, init.done = 1, 1, True
     assert worker._phase() == "Failed"
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_applet_dir_is_built_once_under_concurrency(tmp_path: Path) -> None:
+    # Threads of one process (pod workers) and other processes (exec_in_pod) race on a fresh dir.
+    import concurrent.futures
+    import multiprocessing
+
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        threads = list(pool.map(lambda _: images.ensure_applet_dir(tmp_path)[0], range(32)))
+    ctx = multiprocessing.get_context("spawn")
+    other = tmp_path / "procs"
+    with concurrent.futures.ProcessPoolExecutor(4, mp_context=ctx) as procs:
+        dirs = list(procs.map(images.ensure_applet_dir, [other] * 8))
+    assert len(set(threads)) == 1 and len({d for d, _ in dirs}) == 1
+    for applet_dir in (threads[0], dirs[0][0]):
+        names = {p.name for p in Path(applet_dir).iterdir()}
+        assert names == set(dirs[0][1]) | {"wget"}
+        assert sorted(p.name for p in Path(applet_dir).parent.iterdir()) == [".lock", "bin"]
+
+
+@pytest.mark.skipif(not Path(images.BUSYBOX).exists(), reason="busybox-static not installed")
+def test_applet_dir_left_half_built_by_a_crash_is_completed(tmp_path: Path) -> None:
+    first, applets = images.ensure_applet_dir(tmp_path)
+    (Path(first) / "wget").unlink()
+    (Path(first) / "sh").unlink()
+    (Path(first).parent / ".bin-new-x").mkdir()  # a staging dir of a builder that died
+    again, _ = images.ensure_applet_dir(tmp_path)
+    assert again == first
+    assert {p.name for p in Path(again).iterdir()} == set(applets) | {"wget"}
+    assert sorted(p.name for p in Path(again).parent.iterdir()) == [".lock", "bin"]
+    # Idempotent: a complete dir is reused untouched (an agent restart).
+    inode = Path(again).stat().st_ino
+    assert images.ensure_applet_dir(tmp_path)[0] == again and Path(again).stat().st_ino == inode
