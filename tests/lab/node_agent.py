@@ -231,8 +231,47 @@ def _match_expression(labels: dict[str, str], expr: JSON) -> bool:
     return False
 
 
-def node_fits(pod: JSON, node_name: str, labels: dict[str, str]) -> bool:
+def tolerates(pod: JSON, taint: JSON) -> bool:
+    """The scheduler's toleration match for one taint (PreferNoSchedule never blocks)."""
+    if taint.get("effect") == "PreferNoSchedule":
+        return True
+    for tol in pod.get("spec", {}).get("tolerations") or []:
+        if tol.get("effect") and tol.get("effect") != taint.get("effect"):
+            continue
+        op = tol.get("operator") or "Equal"
+        if not tol.get("key"):
+            if op == "Exists":
+                return True
+            continue
+        if tol.get("key") != taint.get("key"):
+            continue
+        if op == "Exists" or (tol.get("value") or "") == (taint.get("value") or ""):
+            return True
+    return False
+
+
+def node_taints(node: JSON) -> list[JSON]:
+    """A Node's taints, with a cordoned node's implicit unschedulable taint."""
+    spec = node.get("spec") or {}
+    taints = [t for t in spec.get("taints") or [] if isinstance(t, dict)]
+    if spec.get("unschedulable"):
+        taints.append({"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"})
+    return taints
+
+
+def untolerated(pod: JSON, taints: list[JSON]) -> list[JSON]:
+    return [t for t in taints if t.get("effect") in ("NoSchedule", "NoExecute")
+            and not tolerates(pod, t)]
+
+
+def node_fits(
+    pod: JSON, node_name: str, labels: dict[str, str], taints: list[JSON] | None = None
+) -> bool:
+    """nodeSelector, required node affinity (matchExpressions on labels, matchFields on
+    metadata.name, as DaemonSet pods use) and taints against tolerations."""
     spec = pod.get("spec", {})
+    if untolerated(pod, taints or []):
+        return False
     for key, value in (spec.get("nodeSelector") or {}).items():
         if labels.get(key) != value:
             return False
@@ -254,6 +293,25 @@ def node_fits(pod: JSON, node_name: str, labels: dict[str, str]) -> bool:
         if not ok:
             return False
     return True
+
+
+def unschedulable_reasons(
+    pod: JSON, labels: dict[str, dict[str, str]], taints: dict[str, list[JSON]]
+) -> str:
+    """The scheduler's summary: how many nodes failed on which account."""
+    tainted = affinity = 0
+    for name, node_labels in labels.items():
+        bad = untolerated(pod, taints.get(name, []))
+        if bad:
+            tainted += 1
+        elif not node_fits(pod, name, node_labels):
+            affinity += 1
+    parts = []
+    if tainted:
+        parts.append(f"{tainted} node(s) had untolerated taint(s)")
+    if affinity:
+        parts.append(f"{affinity} node(s) didn't match Pod's node affinity/selector")
+    return ", ".join(parts) + "."
 
 
 # ---------------------------------------------------------------- pod status helpers (pure)
@@ -1065,7 +1123,28 @@ class Agent:
                         )
                     except Exception as exc:
                         log.warning("node status %s: %s", node.name, exc)
+            if self.schedule_pods:
+                self._retry_unscheduled()
             self.stop.wait(LEASE_RENEW)
+
+    def _retry_unscheduled(self) -> None:
+        """Pods left unbound (taints, selectors) get another try, as the scheduler re-queues
+        them when nodes change: an untainted or relabelled node must take them."""
+        try:
+            pending = self.kube.get("/api/v1/pods", fieldSelector="spec.nodeName=")
+        except Exception as exc:
+            log.warning("listing unscheduled pods: %s", exc)
+            return
+        for pod in pending.get("items") or []:
+            meta = pod.get("metadata", {})
+            if meta.get("deletionTimestamp"):
+                continue
+            with self.lock:
+                if meta.get("uid") in self.binding:
+                    continue
+                self.binding.add(meta.get("uid", ""))
+            self.binder.submit(self._schedule_once, pod)
+
 
     def _renew_lease(self, node: NodeSpec) -> None:
         path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
@@ -1213,9 +1292,14 @@ class Agent:
         spec, meta = pod["spec"], pod["metadata"]
         if (spec.get("schedulerName") or "default-scheduler") != "default-scheduler":
             return
-        candidates = [n for n in self.nodes if node_fits(pod, n, self.node_labels.get(n, {}))]
+        taints = self._node_taints()
+        candidates = [
+            n
+            for n in self.nodes
+            if node_fits(pod, n, self.node_labels.get(n, {}), taints.get(n, []))
+        ]
         if not candidates:
-            self._unschedulable(pod)
+            self._unschedulable(pod, taints)
             return
         with self.lock:
             target = candidates[self.rr % len(candidates)]
@@ -1234,7 +1318,18 @@ class Agent:
             if exc.status not in (404, 409):
                 log.warning("binding %s/%s: %s", meta["namespace"], meta["name"], exc)
 
-    def _unschedulable(self, pod: JSON) -> None:
+    def _node_taints(self) -> dict[str, list[JSON]]:
+        """Current taints of our nodes (read per decision: `kubectl taint` must count at once)."""
+        out: dict[str, list[JSON]] = {}
+        for name in self.nodes:
+            try:
+                out[name] = node_taints(self.kube.get(f"/api/v1/nodes/{name}"))
+            except ApiError as exc:
+                log.warning("reading node %s: %s", name, exc)
+                out[name] = []
+        return out
+
+    def _unschedulable(self, pod: JSON, taints: dict[str, list[JSON]]) -> None:
         meta = pod["metadata"]
         for cond in pod.get("status", {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
@@ -1243,8 +1338,9 @@ class Agent:
             "type": "PodScheduled",
             "status": "False",
             "reason": "Unschedulable",
-            "message": f"0/{len(self.nodes)} nodes are available: "
-            "node(s) didn't match Pod's node affinity/selector.",
+            "message": f"0/{len(self.nodes)} nodes are available: " + unschedulable_reasons(
+                pod, {n: self.node_labels.get(n, {}) for n in self.nodes}, taints
+            ),
             "lastTransitionTime": now_iso(),
         }
         with contextlib.suppress(ApiError):
