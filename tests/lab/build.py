@@ -107,6 +107,24 @@ SOURCES: dict[str, Source] = {
 
 _CALICO_LDFLAGS = (f"-X github.com/projectcalico/calico/pkg/buildinfo.Version={CALICO_VERSION}",)
 
+# The one source change the lab makes to Calico, for the Go toolchain (upstream builds v3.32.1 with
+# Go 1.25.11, metadata.mk; the lab has Go 1.26). Go 1.26 stores a struct of one pointer plus
+# zero-size fields directly in an interface (golang/go CL 681937, issue #74935); before, only a
+# struct with a single pointer field was. uniquelabels.Map is `struct{ _ [0]func(); m map }`, and
+# json-iterator (libcalico-go's JSON) reaches its value-receiver MarshalJSON with the old layout:
+# under Go 1.26 typha panics serialising its first snapshot ("makeslice: len out of range" in
+# encoding/json's mapEncoder, from uniquelabels.Map.MarshalJSON). Dropping the zero-size marker
+# field (it only made Map non-comparable at compile time; nothing compares Maps with ==) makes
+# Map a single-pointer struct, laid out the same way by both toolchains.
+CALICO_PATCHES = (
+    ("lib/std/uniquelabels/unique_labels.go",
+     "\t_ [0]func() // Explicitly non-comparable; must use Equals() method.\n", ""),
+)
+# Part of the cache key of the patched binaries: a change to CALICO_PATCHES bumps it, so a binary
+# built from differently patched sources is never reused.
+CALICO_LAB_BUILD = "lab1"
+_CALICO_BUILD_VERSION = f"{CALICO_VERSION}+{CALICO_LAB_BUILD}"
+
 
 @dataclass(frozen=True)
 class Binary:
@@ -140,17 +158,18 @@ BINARIES: dict[str, Binary] = {
         Binary("operator", TIGERA_OPERATOR_VERSION, Path("."), "./cmd/main.go",
                (f"-X github.com/tigera/operator/version.VERSION={TIGERA_OPERATOR_VERSION}",),
                source="tigera-operator", tags="osusergo,netgo"),
-        Binary("calico-node", CALICO_VERSION, Path("."), "./node/cmd/calico-node",
+        Binary("calico-node", _CALICO_BUILD_VERSION, Path("."), "./node/cmd/calico-node",
                _CALICO_LDFLAGS, source="calico", cgo=True),
-        Binary("calico-typha", CALICO_VERSION, Path("."), "./typha/cmd/calico-typha",
+        Binary("calico-typha", _CALICO_BUILD_VERSION, Path("."), "./typha/cmd/calico-typha",
                _CALICO_LDFLAGS, source="calico"),
-        Binary("kube-controllers", CALICO_VERSION, Path("."),
+        Binary("kube-controllers", _CALICO_BUILD_VERSION, Path("."),
                "./kube-controllers/cmd/kube-controllers", _CALICO_LDFLAGS, source="calico"),
         # The kube-controllers image's probes run /usr/bin/check-status; its entrypoint is
         # /usr/bin/wrapper (restarts kube-controllers when it exits with 129).
-        Binary("check-status", CALICO_VERSION, Path("."), "./kube-controllers/cmd/check-status",
+        Binary("check-status", _CALICO_BUILD_VERSION, Path("."),
+               "./kube-controllers/cmd/check-status",
                _CALICO_LDFLAGS, source="calico"),
-        Binary("cmdwrapper", CALICO_VERSION, Path("."), "./kube-controllers/cmd/wrapper",
+        Binary("cmdwrapper", _CALICO_BUILD_VERSION, Path("."), "./kube-controllers/cmd/wrapper",
                _CALICO_LDFLAGS, source="calico"),
     )
 }
@@ -237,7 +256,21 @@ def _prepare_operator(tree: Path, log: Log | None) -> None:
             path.write_bytes(gzip.compress(b""))
 
 
+def _patch_calico(tree: Path) -> None:
+    marker = tree / ".netiso-patched"
+    if marker.is_file() and marker.read_text().strip() == CALICO_LAB_BUILD:
+        return
+    for rel, before, after in CALICO_PATCHES:
+        path = tree / rel
+        text = path.read_text()
+        if before not in text:
+            raise BuildError(f"{path}: the lab's patch does not apply (expected {before!r})")
+        path.write_text(text.replace(before, after, 1))
+    marker.write_text(CALICO_LAB_BUILD + "\n")
+
+
 def _prepare_calico(tree: Path, log: Log | None) -> None:
+    _patch_calico(tree)
     libbpf = tree / "felix" / "bpf-gpl" / "libbpf"
     if not (libbpf / ".netiso-unpacked").is_file():
         if libbpf.exists():

@@ -360,11 +360,14 @@ _RECIPE_BINARIES = {
 
 
 def _write_script(path: Path, text: str) -> str:
+    """Write an image's script atomically: pod workers (threads of one agent) resolve the same
+    image at once, so the temporary file is unique per call, not per process."""
     if not path.is_file() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
         os.replace(tmp, path)
     return str(path)
 

@@ -34,8 +34,10 @@ def test_calico_binaries_are_cached_by_version(
     monkeypatch.setenv("NETISO_LAB_CACHE", str(tmp_path))
     assert build.binary("operator") == (
         tmp_path / "bin" / f"operator-{build.TIGERA_OPERATOR_VERSION}" / "operator")
+    # The Calico binaries carry the lab's patch level too: a changed patch never reuses a binary.
     for name in ("calico-node", "calico-typha", "kube-controllers"):
-        assert build.binary(name) == tmp_path / "bin" / f"{name}-{build.CALICO_VERSION}" / name
+        assert build.binary(name) == (
+            tmp_path / "bin" / f"{name}-{build.CALICO_VERSION}+{build.CALICO_LAB_BUILD}" / name)
     assert build.BINARIES["calico-node"].cgo
     assert not build.BINARIES["calico-typha"].cgo and not build.BINARIES["kube-controllers"].cgo
     # `up` never needs the shared sources: it builds the control plane and kube-router only.
@@ -106,6 +108,18 @@ def test_operator_tree_gets_empty_istio_charts(tmp_path: Path) -> None:
         assert gzip.decompress((tmp_path / "pkg" / "render" / "istio" / chart).read_bytes()) == b""
 
 
+def test_the_calico_patch_applies_once_and_refuses_a_changed_tree(tmp_path: Path) -> None:
+    rel, before, after = build.CALICO_PATCHES[0]
+    (tmp_path / rel).parent.mkdir(parents=True)
+    (tmp_path / rel).write_text(f"type Map struct {{\n{before}\tm handleMap\n}}\n")
+    build._patch_calico(tmp_path)
+    assert (tmp_path / rel).read_text() == f"type Map struct {{\n{after}\tm handleMap\n}}\n"
+    build._patch_calico(tmp_path)  # marker: a second run is a no-op, not an error
+    (tmp_path / ".netiso-patched").unlink()
+    with pytest.raises(build.BuildError, match="does not apply"):
+        build._patch_calico(tmp_path)
+
+
 def _fake_binaries(root: Path) -> None:
     for name in ("operator", "calico-node", "calico-typha", "kube-controllers", "check-status",
                  "cmdwrapper"):
@@ -156,7 +170,7 @@ def test_calico_storage_helpers_are_no_op_stand_ins(
         pytest.skip("busybox-static not installed")
     monkeypatch.setenv("NETISO_LAB_CACHE", str(tmp_path / "cache"))
     flexvol = images.resolve("quay.io/calico/pod2daemon-flexvol:v3.32.1", tmp_path)
-    assert subprocess.run(flexvol.argv(None, None), timeout=10).returncode == 0
+    assert subprocess.run(flexvol.argv(None, None), check=False, timeout=10).returncode == 0
     for ref in ("quay.io/calico/csi:v3.32.1", "quay.io/calico/node-driver-registrar:v3.32.1"):
         # The DaemonSet passes the real driver's flags; the stand-in keeps sleeping regardless.
         argv = images.resolve(ref, tmp_path).argv(None, ["--nodeid=lab-node-1", "--v=5"])
