@@ -87,13 +87,15 @@ def _namespace_name(node_name: str) -> str:
 
 @pytest.fixture
 def namespace(lab: LabClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test (with its default ServiceAccount ready); deleted after."""
+    """A fresh namespace for one test (with its default ServiceAccount and kube-root-ca.crt
+    ready: every pod mounts both); deleted after."""
     name = _namespace_name(request.node.name)
     lab.core.create_namespace({"metadata": {"name": name, "labels": {"netiso-lab/test": "true"}}})
     deadline = time.monotonic() + 30
     while True:
         try:
             lab.core.read_namespaced_service_account("default", name)
+            lab.core.read_namespaced_config_map("kube-root-ca.crt", name)
             break
         except Exception:
             if time.monotonic() > deadline:

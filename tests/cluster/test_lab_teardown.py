@@ -14,11 +14,13 @@ marker, never from look-alikes.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,6 +92,36 @@ def canaries() -> Iterator[Canaries]:
         _sh("ipset", "destroy", ipset)
 
 
+def _pod_with_volumes(node: str) -> int:
+    """A running pod with a hostPath (per-node directory) and an emptyDir; returns its pid."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "volumes",
+                                                         "namespace": "default"},
+           "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1, "containers": [
+               {"name": "c", "image": "busybox:1.36",
+                "command": ["sh", "-c", "echo x > /var/lib/x/f; sleep 3600"],
+                "volumeMounts": [{"name": "h", "mountPath": "/var/lib/x"},
+                                 {"name": "e", "mountPath": "/scratch"}]}],
+               "volumes": [{"name": "h", "hostPath": {"path": "/var/lib/x"}},
+                           {"name": "e", "emptyDir": {}}]}}
+    kubectl = [str(build.binary("kubectl")), "--kubeconfig",
+               str(controlplane.paths().admin_kubeconfig)]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(pod), text=True,
+                   check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while True:
+        out = subprocess.run([*kubectl, "get", "pod", "volumes", "-o", "json"],
+                             capture_output=True, text=True, check=True).stdout
+        got = json.loads(out)
+        if got["status"].get("phase") == "Running":
+            netns = network.pod_netns_name(got["metadata"]["uid"])
+            pid = network.find_container_pid(netns)
+            if pid is not None and (controlplane.state_dir() / "nodes" / node / "root" /
+                                    "var/lib/x/f").exists():
+                return pid
+        assert time.monotonic() < deadline, got["status"]
+        time.sleep(0.2)
+
+
 # Up to two CLI runs of up to 600 s each (an `up`, a `down`): more than the suite's default.
 @pytest.mark.timeout(1500)
 def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
@@ -110,6 +142,11 @@ def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
     assert controlplane.scan_lab_processes(), "lab processes were running before down"
 
     assert network.lab_root_routes(), "the lab's unreachable routes were in root before down"
+    volume_pid = _pod_with_volumes(spec.nodes[0].name)
+    node_dir = controlplane.state_dir() / "nodes" / spec.nodes[0].name / "root" / "var/lib/x"
+    assert (node_dir / "f").is_file(), "the hostPath volume landed in the node's directory"
+    assert network.state_mounts([str(volume_pid)]), "the container had its volume mounts"
+    assert network.state_mounts() == [], "a volume mount leaked into root's mount namespace"
     assert canaries.alive() == ["netns", "chain", "ipset", "process"]
 
     # Crash-like state: pid files gone, so down must find every process by scanning /proc.
@@ -123,6 +160,10 @@ def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
     assert (left.returncode, left.stdout) == (0, ""), left.stdout + left.stderr
     assert network.lab_root_routes() == []
     assert controlplane.scan_lab_processes() == []
+    assert not (controlplane.state_dir() / "nodes").exists()
+    assert not (controlplane.state_dir() / "pods").exists()
+    every = [p for p in os.listdir("/proc") if p.isdigit()]
+    assert network.state_mounts(every) == [], "a process still holds a lab volume mount"
     assert network.list_netns() == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=False).stdout
     assert "nlab" not in links

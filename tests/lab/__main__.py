@@ -22,7 +22,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="node look: generic (default), eks, gke, aks")
     up.add_argument("--nodes", type=int, choices=(1, 2), default=None, help="node count (2)")
     up.add_argument("--no-enforce", action="store_true",
-                    help="start without NetworkPolicy enforcement (kube-router off)")
+                    help="start without NetworkPolicy enforcement (kube-router off; "
+                         "the default for --flavor eks)")
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="one line per component")
     enforce = sub.add_parser("enforce", help="turn NetworkPolicy enforcement on or off")
@@ -47,7 +48,7 @@ def _run(args: argparse.Namespace) -> int:
         spec = lab.make_spec(
             flavor=args.flavor or (current.flavor if current else "generic"),
             node_count=args.nodes or (len(current.nodes) if current else 2),
-            enforce=not args.no_enforce,
+            enforce=False if args.no_enforce else None,
         )
         start = time.monotonic()
         timings = lab.up(spec)

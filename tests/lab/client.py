@@ -168,8 +168,15 @@ class LabClient:
         return str(self.core.read_namespaced_pod(name, namespace).status.pod_ip)
 
     def pod_netns(self, namespace: str, name: str) -> str:
-        uid = self.core.read_namespaced_pod(name, namespace).metadata.uid
-        return network.pod_netns_name(uid)
+        """The pod's netns: its own, or its node's for a hostNetwork pod (the agent's
+        annotation says which)."""
+        return self._netns_and_uid(namespace, name)[0]
+
+    def _netns_and_uid(self, namespace: str, name: str) -> tuple[str, str]:
+        pod = self.core.read_namespaced_pod(name, namespace)
+        uid = str(pod.metadata.uid)
+        annotated = (pod.metadata.annotations or {}).get("lab.netiso.io/netns")
+        return str(annotated or network.pod_netns_name(uid)), uid
 
     def exec_in_pod(self, namespace: str, pod: str, argv: Sequence[str], *,
                     timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -178,7 +185,8 @@ class LabClient:
         Busybox applets come first on PATH (``["nc", ...]``, ``["wget", ...]`` work as in the
         image). Never raises on a non-zero exit: inspect ``returncode``/``stdout``/``stderr``.
         """
-        return network.exec_in_pod(self.pod_netns(namespace, pod), list(argv), timeout=timeout)
+        netns, uid = self._netns_and_uid(namespace, pod)
+        return network.exec_in_pod(netns, list(argv), timeout=timeout, uid=uid)
 
     def can_connect(self, namespace: str, pod: str, ip: str, port: int, *,
                     timeout: int = 2) -> bool:

@@ -8,7 +8,8 @@ a program already on this machine, with the image's entrypoint/cmd semantics kep
   The container gets a PATH whose first entry is a directory of applet symlinks, so `sh -c "nc ..."`
   runs busybox's shell and applets exactly as in the real image; absolute `/bin/<applet>` argv[0]s
   are rewritten to the applet too: on this host `/bin/sh` is dash and `/bin/nc` may not exist.
-- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal).
+- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal); so are the
+  EKS flavour's `amazon-k8s-cni` and `aws-network-policy-agent` (an inert aws-node, aws_node.py).
 - `netiso.lab/dnsmasq`: the lab's DNS image; its entrypoint is Debian's dnsmasq serving the hosts
   directory the node agent keeps up to date (see tests/lab/dns.py). coredns images are NOT mapped:
   their Corefile arguments cannot be honoured by dnsmasq and pretending would be dishonest.
@@ -52,6 +53,9 @@ BUSYBOX = "/bin/busybox"
 DNSMASQ = "/usr/sbin/dnsmasq"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DNS_IMAGE = "netiso.lab/dnsmasq:2.90"
+# The EKS flavour's aws-node DaemonSet (aws_node.py): inert, like pause. Nothing of the VPC CNI
+# needs to run; the node agent wires pods the way it would.
+AWS_NODE_IMAGES = ("amazon-k8s-cni", "aws-network-policy-agent")
 
 
 class ImageNotFound(Exception):
@@ -238,6 +242,11 @@ def resolve(image: str, state_dir: str | os.PathLike[str]) -> Image:
         applet_dir, applets = ensure_applet_dir(state_dir)
         cmd = ("/bin/sh",) if last == "alpine" else ("sh",)
         return Image(ref, (), cmd, f"{applet_dir}:{SYSTEM_PATH}", applets, applet_dir)
+    if last in AWS_NODE_IMAGES:
+        # Inert whatever its args say (they would be the real program's flags).
+        applet_dir, applets = ensure_applet_dir(state_dir)
+        entry = (f"{applet_dir}/sh", "-c", "exec sleep 2147483647", last)
+        return Image(ref, entry, (), SYSTEM_PATH, applets, applet_dir)
     if name == "registry.k8s.io/pause":
         applet_dir, applets = ensure_applet_dir(state_dir)
         return Image(

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tests.lab import build, controlplane, dns, enforcement, kubeapi, network
+from tests.lab import aws_node, build, controlplane, dns, enforcement, kubeapi, network
 
 FLAVORS = ("generic", "eks", "gke", "aks")
 NODE_AGENT = "node-agent"
@@ -245,7 +245,13 @@ def _save_spec(spec: LabSpec) -> None:
     os.replace(tmp, spec_file())
 
 
-def make_spec(flavor: str = "generic", node_count: int = 2, enforce: bool = True) -> LabSpec:
+def make_spec(flavor: str = "generic", node_count: int = 2,
+              enforce: bool | None = None) -> LabSpec:
+    """The lab's shape. Enforcement defaults to on, except for eks: an EKS cluster with the VPC
+    CNI enforces nothing until Calico (or the VPC CNI's policy agent) is installed, and in the lab
+    that is Calico's own felix, started by the real operator (issue #15)."""
+    if enforce is None:
+        enforce = flavor != "eks"
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavour {flavor!r}; choose one of {', '.join(FLAVORS)}")
     if node_count not in (1, 2):
@@ -393,6 +399,15 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
         except (TimeoutError, kubeapi.ApiError) as exc:
             raise controlplane.LabError(f"cluster DNS did not start: {exc}") from exc
     phase("dns")
+
+    try:
+        kube = kubeapi.Kube(str(controlplane.paths().admin_kubeconfig))
+        if spec.flavor == "eks":
+            aws_node.ensure(kube)
+        else:
+            aws_node.remove(kube)
+    except kubeapi.ApiError as exc:
+        raise controlplane.LabError(f"kube-system/aws-node: {exc}") from exc
 
     set_enforcement(spec.enforce, spec=spec, log=log)
     phase("enforcement")

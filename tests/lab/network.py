@@ -50,6 +50,8 @@ Design decisions:
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import ipaddress
 import json
 import os
@@ -105,6 +107,7 @@ ROOT_HOOKS = {FWD_CHAIN: "FORWARD", IN_CHAIN: "INPUT", OUT_CHAIN: "OUTPUT"}
 CHAIN_PREFIX = "NETISO-LAB-"
 NODE_NAT_PRE = "NLAB-PREROUTING"
 NODE_NAT_POST = "NLAB-POSTROUTING"
+NODE_NAT_OUT = "NLAB-OUTPUT"
 NODE_NAT_DNS = "NLAB-DNS"
 PROCESS_MARKER = "NETISO_LAB_PROCESS"
 NETNS_ETC = Path("/etc/netns")
@@ -182,6 +185,15 @@ def pod_host_veth(uid: str) -> str:
     return LINK_PREFIX + uid.replace("-", "")[:11]
 
 
+def eni_veth_name(namespace: str, pod: str) -> str:
+    """The host-side veth name the AWS VPC CNI gives a pod: `eni` + sha1("<ns>.<pod>")[:11].
+
+    Calico on EKS runs with FELIX_INTERFACEPREFIX=eni and finds pod interfaces by this very name,
+    so an EKS-flavoured lab names its veths the same way (15 chars, IFNAMSIZ-1).
+    """
+    return "eni" + hashlib.sha1(f"{namespace}.{pod}".encode()).hexdigest()[:11]
+
+
 def fabric_port(ip: str) -> str:
     return "v" + ip.rsplit(".", 1)[-1]
 
@@ -190,6 +202,10 @@ def node_routes(node: NodeSpec, nodes: Sequence[NodeSpec]) -> list[tuple[str, st
     """(destination, via) routes a node netns needs beyond its connected fabric /24."""
     routes = [(other.pod_cidr, other.ip) for other in nodes if other.name != node.name]
     routes += [(f"{ip}/32", META_HOST_IP) for ip in METADATA_IPS]
+    # The node's own processes (hostNetwork pods) dialling the two ClusterIPs the lab serves:
+    # connect() needs a route before nat OUTPUT can DNAT. Only those two: any other ClusterIP
+    # keeps failing at once ("Network is unreachable"), as before.
+    routes += [(f"{ip}/32", API_IP) for ip in (KUBERNETES_SERVICE_IP, DNS_IP)]
     return routes
 
 
@@ -384,13 +400,16 @@ def node_nat_rules(node: NodeSpec, dns_target: str | None) -> dict[str, list[lis
         ["-d", f"{NODE_LOCAL_DNS_IP}/32", "-j", NODE_NAT_DNS],
     ]
     post = [["-s", CLUSTER_CIDR, "-d", f"{API_IP}/32", "-j", "MASQUERADE"]]
+    # The node's own processes (hostNetwork pods: the Tigera operator, calico-node) dial the
+    # same ClusterIPs: locally generated packets take nat OUTPUT, not PREROUTING.
+    out = [list(rule) for rule in pre]
     dns: list[list[str]] = []
     if dns_target:
         for proto in ("udp", "tcp"):
             dns.append(
                 ["-p", proto, "--dport", "53", "-j", "DNAT", "--to-destination", f"{dns_target}:53"]
             )
-    return {NODE_NAT_PRE: pre, NODE_NAT_POST: post, NODE_NAT_DNS: dns}
+    return {NODE_NAT_PRE: pre, NODE_NAT_OUT: out, NODE_NAT_POST: post, NODE_NAT_DNS: dns}
 
 
 def pod_exec_argv(
@@ -400,42 +419,83 @@ def pod_exec_argv(
     hostname: str | None = None,
     termination: tuple[str, str] | None = None,
     workdir: str | None = None,
+    mounts: str = "",
+    new_root: str | None = None,
 ) -> list[str]:
     """Argv that runs a container's process in its pod netns with a private mount+UTS namespace.
 
     `ip netns exec` gives a new mount namespace (binding /etc/netns/<ns>/resolv.conf and hosts);
     busybox `unshare -u` adds a UTS namespace for the pod hostname; the busybox shell then mounts a
-    private /dev (minimal device nodes) and /tmp, and bind-mounts the container's host-side
+    private /dev (minimal device nodes), /tmp and /run, and bind-mounts the container's host-side
     termination-message file at terminationMessagePath, so `echo msg > /dev/termination-log`
-    works like in a real container and the agent can read it. Finally it execs the process through
-    `setpriv` (capabilities cut to CONTAINER_CAPS: the init needs CAP_SYS_ADMIN for its mounts, the
+    works like in a real container and the agent can read it. `mounts` is the volume plan
+    (volumes.mount_plan's script: nlab_* calls only, quoted), run next. With `new_root` (a
+    lab-owned empty directory) the container first gets its own root view (a tmpfs of binds of
+    `/`'s entries, moved onto `/` and chrooted into) so the plan can create top-level mount
+    points without touching the host. Finally it execs the process through `setpriv`
+    (capabilities cut to CONTAINER_CAPS: the init needs CAP_SYS_ADMIN for its mounts, the
     container must not have it), so the pid the agent holds is the container's own process.
     """
     src, dst = termination or ("", "")
-    return [
-        IP,
-        "netns",
-        "exec",
-        netns,
-        "/bin/busybox",
-        "unshare",
-        "-u",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        _CONTAINER_INIT,
-        "container-init",
-        hostname or "",
-        src,
-        dst,
-        workdir or "",
-        *argv,
-    ]
+    init = [_CONTAINER_INIT, "container-init", hostname or "", src, dst, workdir or "", mounts,
+            ""]
+    if new_root:
+        init = [_ROOT_INIT, "root-init", new_root, *init]
+    return [IP, "netns", "exec", netns, "/bin/busybox", "unshare", "-u", "/bin/busybox", "sh",
+            "-c", *init, *argv]
 
 
-# No shell variables in here: anything assigned would overwrite a same-named variable of the
-# container's environment (env is exported into this shell) and leak into the exec'd process.
-_CONTAINER_INIT = r"""
+# Shell helpers of the container init. Their variables are named __nlab_*: the container's
+# environment is exported into this shell, so any other name could overwrite one of its variables
+# and leak into the exec'd process.
+_MOUNT_FUNCS = r"""
+nlab_copy() {
+  # $1: an entry of a directory being shadowed; $2: its place in the shadow tmpfs.
+  if [ -L "$1" ]; then /bin/busybox ln -s "$(/bin/busybox readlink "$1")" "$2"
+  elif [ -d "$1" ]; then /bin/busybox mkdir "$2" && /bin/busybox mount --rbind "$1" "$2"
+  else : > "$2" && /bin/busybox mount --bind "$1" "$2"
+  fi
+}
+nlab_shadow() {
+  # $1 (not /) becomes a tmpfs holding binds of what it held: room for new mount points.
+  /bin/busybox mkdir -p /dev/.nlab-shadow
+  /bin/busybox mount -t tmpfs -o "mode=$(/bin/busybox stat -c %a "$1")" nlab-shadow \
+    /dev/.nlab-shadow
+  for __nlab_e in "$1"/* "$1"/.[!.]* "$1"/..?*; do
+    [ -e "$__nlab_e" ] || [ -L "$__nlab_e" ] || continue
+    nlab_copy "$__nlab_e" "/dev/.nlab-shadow/${__nlab_e##*/}"
+  done
+  /bin/busybox mount --move /dev/.nlab-shadow "$1"
+}
+nlab_mkdir() { /bin/busybox mkdir -p "$1"; }
+nlab_touch() { [ -e "$1" ] || : > "$1"; }
+nlab_bind() {
+  /bin/busybox mount --bind "$1" "$2"
+  [ "$3" = rw ] || /bin/busybox mount -o remount,bind,ro "$2"
+}
+"""
+
+# First stage when the container needs its own root: $1 a lab-owned empty directory, $2 the
+# container init, the rest its arguments. The entry holding $1 is copied first, while $1 is still
+# empty (its bind then shows an empty tmpfs, not a copy of the half-built root).
+_ROOT_INIT = _MOUNT_FUNCS + r"""
+set -e
+/bin/busybox mount -t tmpfs -o mode=755 nlab-root "$1"
+__nlab_top=${1#/}
+__nlab_top=/${__nlab_top%%/*}
+nlab_copy "$__nlab_top" "$1$__nlab_top"
+for __nlab_e in /* /.[!.]* /..?*; do
+  [ -e "$__nlab_e" ] || [ -L "$__nlab_e" ] || continue
+  [ "$__nlab_e" != "$__nlab_top" ] || continue
+  nlab_copy "$__nlab_e" "$1$__nlab_e"
+done
+cd "$1"
+/bin/busybox mount --move "$1" /
+shift
+exec /bin/busybox chroot . /bin/busybox sh -c "$@"
+"""
+
+_CONTAINER_INIT = _MOUNT_FUNCS + r"""
 set -e
 [ -z "$1" ] || /bin/busybox hostname "$1"
 /bin/busybox mount -t tmpfs -o mode=755,size=1m,nosuid nlab-dev /dev
@@ -458,15 +518,26 @@ if [ -n "$2" ]; then
   /bin/busybox mount --bind "$2" /dev/.nlab-termination
 fi
 /bin/busybox mount -t tmpfs -o mode=1777,size=256m,nosuid,nodev tmp /tmp
+/bin/busybox mount -t tmpfs -o mode=755,size=64m,nosuid,nodev run /run
 if [ -n "$2" ]; then
   /bin/busybox mkdir -p "${3%/*}"
   : > "$3"
   /bin/busybox mount --bind /dev/.nlab-termination "$3"
 fi
+cd /
+eval "$5"
 cd "${4:-/}" 2>/dev/null || cd /
-shift 4
+# Tell the agent the container is launched: close its pipe (fd number $6) right before the exec.
+[ -z "$6" ] || eval "exec $6>&-"
+shift 6
 exec @SETPRIV@ "$@"
 """
+
+
+def with_launch_fd(argv: list[str], fd: int) -> list[str]:
+    """pod_exec_argv's argv with the init told to close `fd` just before its exec."""
+    at = argv.index(_CONTAINER_INIT)
+    return [*argv[: at + 7], str(int(fd)), *argv[at + 8 :]]
 
 
 def setpriv_argv() -> list[str]:
@@ -697,7 +768,10 @@ def _up_node(node: NodeSpec, nodes: Sequence[NodeSpec]) -> None:
     current = dns_target(node)
     rules = node_nat_rules(node, current)
     _ensure_chains(
-        "nat", rules, {NODE_NAT_PRE: "PREROUTING", NODE_NAT_POST: "POSTROUTING"}, node.netns
+        "nat",
+        rules,
+        {NODE_NAT_PRE: "PREROUTING", NODE_NAT_OUT: "OUTPUT", NODE_NAT_POST: "POSTROUTING"},
+        node.netns,
     )
 
 
@@ -802,11 +876,22 @@ def set_dns_target(nodes: Sequence[NodeSpec], pod_ip: str | None) -> None:
 
 
 def create_pod_netns(
-    node: NodeSpec, uid: str, ip: str, *, resolv: str = "", hosts: str = ""
+    node: NodeSpec,
+    uid: str,
+    ip: str,
+    *,
+    resolv: str = "",
+    hosts: str = "",
+    veth: str | None = None,
 ) -> str:
-    """Create (or re-create) a pod's netns wired to its node netns; returns the netns name."""
+    """Create (or re-create) a pod's netns wired to its node netns; returns the netns name.
+
+    `veth` names the node-side end (default pod_host_veth; the EKS flavour passes
+    eni_veth_name). Its alias is the pod netns name, so orphan cleanup finds the pod netns from
+    the node side whatever the naming scheme.
+    """
     netns = pod_netns_name(uid)
-    veth = pod_host_veth(uid)
+    veth = veth or pod_host_veth(uid)
     etc = NETNS_ETC / netns
     etc.mkdir(parents=True, exist_ok=True)
     (etc / "resolv.conf").write_text(resolv)
@@ -838,6 +923,7 @@ def create_pod_netns(
     _ip_batch(
         [
             f"link set {veth} addrgenmode none",
+            f"link set dev {veth} alias {netns}",
             f"link set {veth} up",
             f"route replace {ip}/32 dev {veth} scope link",
         ],
@@ -847,15 +933,13 @@ def create_pod_netns(
 
 
 def pod_netns_on_node(node: NodeSpec) -> set[str]:
-    """Names of existing pod netns whose veth ends in this node's netns."""
-    out = _run([IP, "-n", node.netns, "-o", "link", "show"], check=False).stdout
+    """Names of existing pod netns whose veth ends in this node's netns (by the veth's alias)."""
+    out = _run([IP, "-n", node.netns, "-j", "link", "show"], check=False).stdout
     found = set()
-    for line in out.splitlines():
-        name = line.split(":", 2)[1].strip().split("@", 1)[0]
-        if name.startswith(LINK_PREFIX) and len(name) > len(LINK_PREFIX) + 8:
-            netns = POD_NS_PREFIX + name[len(LINK_PREFIX) : len(LINK_PREFIX) + 8]
-            if netns_exists(netns):
-                found.add(netns)
+    for link in json.loads(out or "[]"):
+        alias = str(link.get("ifalias") or "")
+        if alias.startswith(POD_NS_PREFIX) and netns_exists(alias):
+            found.add(alias)
     return found
 
 
@@ -871,12 +955,15 @@ def delete_pod_netns(netns: str, node: NodeSpec | None = None, ip: str | None = 
     shutil.rmtree(NETNS_ETC / netns, ignore_errors=True)
 
 
-def find_container_pid(netns: str) -> int | None:
-    """The lowest-pid container process in a pod netns (they carry the container marker)."""
+def find_container_pid(netns: str, uid: str | None = None) -> int | None:
+    """The lowest-pid container process in a pod netns (they carry the container marker
+    `container:<pod uid>:<name>`); `uid` picks one pod's among several (hostNetwork pods all
+    share their node's netns)."""
+    want = f"container:{uid}:" if uid else "container"
     found: list[int] = []
     for pid in netns_pids(netns):
         env = _environ(pid)
-        if env.get(PROCESS_MARKER, "").startswith("container"):
+        if env.get(PROCESS_MARKER, "").startswith(want):
             found.append(pid)
     return min(found) if found else None
 
@@ -888,19 +975,24 @@ def exec_in_pod(
     timeout: float = 30,
     input: str | None = None,
     env: dict[str, str] | None = None,
+    pid: int | None = None,
+    uid: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run argv in a pod the way `kubectl exec` would: inside its network, mount and UTS namespace
     (via its running container), with the container's capabilities (CONTAINER_CAPS) and busybox
     applets first on PATH; falls back to the netns alone when no container process is running.
-    Never raises on a non-zero exit; times out as given."""
+    Never raises on a non-zero exit; times out as given. `pid` picks the container (exec probes:
+    each container has its own mount namespace); by default the pod's first running one."""
     from tests.lab import images
 
     applet_dir, _ = images.ensure_applet_dir(state_dir())
     run_env = marked_env("exec", env or {"PATH": f"{applet_dir}:{images.SYSTEM_PATH}", "HOME": "/"})
     run_env.setdefault("PATH", f"{applet_dir}:{images.SYSTEM_PATH}")
-    pid = find_container_pid(netns)
+    if pid is None:
+        pid = find_container_pid(netns, uid)
     if pid is not None:
-        prefix = [NSENTER, "-t", str(pid), "-n", "-m", "-u", "--"]
+        # -r: the container's root (its own root view when it has one).
+        prefix = [NSENTER, "-t", str(pid), "-n", "-m", "-u", "-r", "--"]
     else:
         prefix = [IP, "netns", "exec", netns]
     prefix += setpriv_argv()
@@ -921,6 +1013,22 @@ def exec_in_pod(
 
 
 # ---------------------------------------------------------------- processes
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+def enter_netns(netns: str) -> None:
+    """Move the CALLING THREAD into a named network namespace (setns(2) is per thread for
+    CLONE_NEWNET): sockets it opens afterwards live there. For dedicated threads only."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(RUN_NETNS / netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(RUN_NETNS / netns))
+    finally:
+        os.close(fd)
 
 
 def netns_pids(netns: str) -> list[int]:
@@ -1077,4 +1185,25 @@ def leftovers() -> list[str]:
         found += [
             f"dir {e}" for e in sorted(NETNS_ETC.iterdir()) if e.name.startswith(NETNS_PREFIX)
         ]
+    # Pod volumes and the nodes' hostPath directories (`down` removes the whole state but logs).
+    found += [f"dir {state_dir() / d}" for d in ("pods", "nodes") if (state_dir() / d).exists()]
+    found += [f"mount {m}" for m in state_mounts()]
+    return found
+
+
+def state_mounts(pids: Iterable[str] = ("self",)) -> list[str]:
+    """Mount points under the lab state dir, or mounts of something inside it, as the given
+    processes see them. Containers bind their volumes only inside their own mount namespaces;
+    one showing up in root's would be a leak."""
+    root = str(state_dir()).rstrip("/") + "/"
+    found = []
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 4 and (fields[4].startswith(root) or fields[3].startswith(root)):
+                found.append(f"{fields[4]} (from {fields[3]}, pid {pid})")
     return found

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.lab import dns, images, kubelet_server, network
+from tests.lab import dns, images, kubelet_server, network, probes, volumes
 from tests.lab.kubeapi import JSON, ApiError, Kube
 from tests.lab.network import NodeSpec
 
@@ -418,13 +418,32 @@ class Container:
     last_state: JSON = field(default_factory=dict)
     next_start: float = 0.0
     start_failures: int = 0
+    # Probe state of the current run (probes.py): started = startup probe passed (or none),
+    # ready = readiness passed (or none); kill_at = SIGKILL deadline after a failed liveness.
+    started: bool = False
+    ready: bool = False
+    # The container init finished (mounts done, the process exec'd): only then is it running.
+    launched: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    kill_at: float | None = None
+    prober: probes.Prober | None = None
     done: bool = False  # init container completed / regular container will not run again
     last_exit: int | None = None
     dir: Path = Path()
 
     @property
     def running(self) -> bool:
+        """A process exists (maybe still in its init)."""
         return self.proc is not None
+
+    @property
+    def up(self) -> bool:
+        """Running as status reports it: the init has exec'd the container's own process."""
+        return self.proc is not None and self.launched
+
+    @property
+    def ever_up(self) -> bool:
+        return self.runs > 1 or (self.runs == 1 and (self.launched or self.proc is None))
 
     def status(self, uid: str) -> JSON:
         def full(state: JSON) -> JSON:
@@ -435,9 +454,9 @@ class Container:
             "name": self.name,
             "image": self.spec.get("image", ""),
             "imageID": f"netiso-lab://{ref}" if self.image else "",
-            "ready": self.running and not self.init,
+            "ready": self.up and self.ready and not self.init,
             "restartCount": self.restarts,
-            "started": self.running,
+            "started": self.up and self.started,
             "state": full(self.state),
             "lastState": full(self.last_state) if self.last_state else {},
         }
@@ -484,6 +503,7 @@ class PodWorker(threading.Thread):
         self.sandbox_retry = 0.0
         self.step_failures = 0
         self.retry_at = 0.0
+        self.volume_dirs: dict[str, Path] = {}
 
     # -- entry points for other threads
     def update(self, pod: JSON) -> None:
@@ -540,6 +560,7 @@ class PodWorker(threading.Thread):
             deadlines.append(self.sandbox_retry)
         if self.retry_at:
             deadlines.append(self.retry_at)
+        deadlines += [c.kill_at for c in self._all() if c.running and c.kill_at is not None]
         if not deadlines:
             return None
         return max(0.0, min(deadlines) - time.monotonic()) + 0.005
@@ -555,6 +576,16 @@ class PodWorker(threading.Thread):
             for c in self._all():
                 if c.name == cname and c.proc is proc:
                     self._on_exit(c)
+        elif kind == "launched":
+            cname, proc = payload
+            for c in self._all():
+                if c.name == cname and c.proc is proc and not c.launched:
+                    self._on_launched(c)
+        elif kind == "probe":
+            cname, proc, what, ok, message = payload
+            for c in self._all():
+                if c.name == cname and c.proc is proc:
+                    self._on_probe(c, what, ok, message)
         elif kind == "gone":
             # The object is gone (force delete): stop everything now, nobody reads status.
             self.finished = True
@@ -574,6 +605,12 @@ class PodWorker(threading.Thread):
             self._report()
             return
         now = time.monotonic()
+        for c in self._all():
+            if c.running and c.kill_at is not None and now >= c.kill_at:
+                assert c.proc is not None
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(c.proc.pid, signal.SIGKILL)
+                c.kill_at = None
         pending_init = [c for c in self.init_containers if not c.done]
         if any(self._failed_for_good(c) for c in self.init_containers):
             pass  # a failed init container with restartPolicy Never fails the pod: start nothing
@@ -614,8 +651,14 @@ class PodWorker(threading.Thread):
                     self.ns, spec.get("dnsPolicy"), spec.get("dnsConfig"), self.host_network
                 )
                 hosts = network.hosts_file(self.ip, hostname, self.ns, spec.get("subdomain"))
+                # EKS: the VPC CNI's veth names, which Calico's `eni` interface prefix matches.
+                veth = (
+                    network.eni_veth_name(self.ns, self.pod_name)
+                    if self.agent.flavor == "eks"
+                    else None
+                )
                 self.netns = network.create_pod_netns(
-                    self.node, self.uid, self.ip, resolv=resolv, hosts=hosts
+                    self.node, self.uid, self.ip, resolv=resolv, hosts=hosts, veth=veth
                 )
             self.agent.annotate(self.pod, self.netns)
         except Exception as exc:
@@ -633,6 +676,8 @@ class PodWorker(threading.Thread):
         return True
 
     def _env(self, c: Container) -> dict[str, str]:
+        """The container's environment, by kubelet's rules; a missing ConfigMap/Secret (or key)
+        that is not optional raises volumes.ConfigError (CreateContainerConfigError)."""
         assert c.image is not None
         env = {
             "PATH": c.image.path,
@@ -642,6 +687,10 @@ class PodWorker(threading.Thread):
             "KUBERNETES_SERVICE_PORT": "443",
             "KUBERNETES_SERVICE_PORT_HTTPS": "443",
             "KUBERNETES_PORT": f"tcp://{network.KUBERNETES_SERVICE_IP}:443",
+            "KUBERNETES_PORT_443_TCP": f"tcp://{network.KUBERNETES_SERVICE_IP}:443",
+            "KUBERNETES_PORT_443_TCP_PROTO": "tcp",
+            "KUBERNETES_PORT_443_TCP_PORT": "443",
+            "KUBERNETES_PORT_443_TCP_ADDR": network.KUBERNETES_SERVICE_IP,
         }
         for src in c.spec.get("envFrom") or []:
             prefix = src.get("prefix", "")
@@ -650,7 +699,8 @@ class PodWorker(threading.Thread):
                 ("secrets", src.get("secretRef")),
             ):
                 if ref:
-                    for k, v in self.agent.read_data(self.ns, kind, ref.get("name", "")).items():
+                    data = self._data(kind, ref.get("name", ""), bool(ref.get("optional")))
+                    for k, v in (data or {}).items():
                         env[prefix + k] = v
         for item in c.spec.get("env") or []:
             name = item.get("name")
@@ -659,47 +709,161 @@ class PodWorker(threading.Thread):
             if "value" in item:
                 env[name] = _expand(str(item.get("value") or ""), env)
             elif item.get("valueFrom"):
-                value = self._value_from(item["valueFrom"])
+                value = self._value_from(item["valueFrom"], c)
                 if value is not None:
                     env[name] = value
         return network.marked_env(f"container:{self.uid}:{c.name}", env)
 
-    def _value_from(self, source: JSON) -> str | None:
+    def _data(self, kind: str, name: str, optional: bool) -> dict[str, str] | None:
+        data = self.agent.read_data(self.ns, kind, name)
+        if data is None and not optional:
+            raise volumes.ConfigError(f'{kind.rstrip("s")} "{name}" not found')
+        return data
+
+    def _field(self, path: str) -> str | None:
+        """A downward API fieldPath's value (env fieldRef and downwardAPI volumes)."""
+        meta = self.pod["metadata"]
+        values = {
+            "metadata.name": self.pod_name,
+            "metadata.namespace": self.ns,
+            "metadata.uid": self.uid,
+            "spec.nodeName": self.node.name,
+            "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
+            "status.podIP": self.ip or "",
+            "status.podIPs": self.ip or "",
+            "status.hostIP": self.node.ip,
+            "status.hostIPs": self.node.ip,
+            "metadata.labels": volumes.map_lines(meta.get("labels") or {}),
+            "metadata.annotations": volumes.map_lines(meta.get("annotations") or {}),
+        }
+        if path in values:
+            return str(values[path])
+        for prefix, data in (
+            ("metadata.labels['", meta.get("labels") or {}),
+            ("metadata.annotations['", meta.get("annotations") or {}),
+        ):
+            if path.startswith(prefix) and path.endswith("']"):
+                return str(data.get(path[len(prefix) : -2], ""))
+        return None
+
+    def _value_from(self, source: JSON, c: Container) -> str | None:
         if "fieldRef" in source:
-            path = source["fieldRef"].get("fieldPath", "")
-            meta = self.pod["metadata"]
-            values = {
-                "metadata.name": self.pod_name,
-                "metadata.namespace": self.ns,
-                "metadata.uid": self.uid,
-                "spec.nodeName": self.node.name,
-                "spec.serviceAccountName": self.pod["spec"].get("serviceAccountName", "default"),
-                "status.podIP": self.ip or "",
-                "status.podIPs": self.ip or "",
-                "status.hostIP": self.node.ip,
-                "status.hostIPs": self.node.ip,
-            }
-            if path in values:
-                return str(values[path])
-            for prefix, data in (
-                ("metadata.labels['", meta.get("labels") or {}),
-                ("metadata.annotations['", meta.get("annotations") or {}),
-            ):
-                if path.startswith(prefix) and path.endswith("']"):
-                    return str(data.get(path[len(prefix) : -2], ""))
-            return None
-        for kind, key in (("configmaps", "configMapKeyRef"), ("secrets", "secretKeyRef")):
+            return self._field(source["fieldRef"].get("fieldPath", ""))
+        if "resourceFieldRef" in source:
+            return volumes.resource_value(
+                source["resourceFieldRef"], self._all_specs(), c.name
+            )
+        for kind, key, label in (
+            ("configmaps", "configMapKeyRef", "ConfigMap"),
+            ("secrets", "secretKeyRef", "Secret"),
+        ):
             if key in source:
                 ref = source[key]
-                return self.agent.read_data(self.ns, kind, ref.get("name", "")).get(
-                    ref.get("key", "")
-                )
+                optional = bool(ref.get("optional"))
+                data = self._data(kind, ref.get("name", ""), optional)
+                if data is None:
+                    return None
+                if ref.get("key", "") not in data:
+                    if optional:
+                        return None
+                    raise volumes.ConfigError(
+                        f"couldn't find key {ref.get('key', '')} in {label} "
+                        f"{self.ns}/{ref.get('name', '')}"
+                    )
+                return data[ref.get("key", "")]
         return None
+
+    def _all_specs(self) -> list[JSON]:
+        return [c.spec for c in self._all()]
+
+    # -- volumes
+    def _volume_sources(self) -> volumes.Sources:
+        def obj(kind: str) -> Callable[[str], JSON | None]:
+            return lambda name: self.agent.read_object(self.ns, kind, name)
+
+        return volumes.Sources(
+            config_map=obj("configmaps"),
+            secret=obj("secrets"),
+            token=self._token,
+            field=self._field,
+            resource=lambda ref: volumes.resource_value(ref, self._all_specs(), None),
+        )
+
+    def _token(self, audience: str | None, expiration: int) -> str:
+        """A TokenRequest token for the pod's ServiceAccount, bound to the pod (as kubelet's)."""
+        sa = self.pod["spec"].get("serviceAccountName") or "default"
+        spec: JSON = {
+            "expirationSeconds": max(600, expiration),
+            "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": self.pod_name,
+                               "uid": self.uid},
+        }
+        if audience:
+            spec["audiences"] = [audience]
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
+        try:
+            out = self.agent.kube.create(
+                f"/api/v1/namespaces/{self.ns}/serviceaccounts/{sa}/token", body
+            )
+        except ApiError as exc:
+            raise volumes.ConfigError(f"serviceaccount {self.ns}/{sa}: token request: {exc}") \
+                from exc
+        return str(out["status"]["token"])
+
+    def _materialize_volumes(self) -> None:
+        """Fill every pod volume once (kubelet mounts all of them before any container)."""
+        sources = self._volume_sources()
+        node_root = self.agent.state_dir / "nodes" / self.node.name / "root"
+        for vol in self.pod["spec"].get("volumes") or []:
+            name = str(vol.get("name", ""))
+            if name in self.volume_dirs:
+                continue
+            if "hostPath" in vol:
+                path = volumes.host_path(node_root, vol)
+            else:
+                path = self.dir / "volumes" / name
+                files = volumes.volume_files(vol, sources)
+                if files is None and "emptyDir" not in vol:
+                    kinds = sorted(k for k in vol if k != "name")
+                    raise volumes.ConfigError(
+                        f"volume {name!r}: {', '.join(kinds)} volumes are not supported by "
+                        "the netiso lab"
+                    )
+                path.mkdir(parents=True, exist_ok=True)
+                if files:
+                    volumes.write_files(path, files)
+            self.volume_dirs[name] = path
+
+    def _mount_plan(self, c: Container) -> volumes.Plan:
+        mounts: list[tuple[str, str, bool]] = []
+        specs = {str(v.get("name")): v for v in self.pod["spec"].get("volumes") or []}
+        for m in c.spec.get("volumeMounts") or []:
+            name = str(m.get("name", ""))
+            if name not in self.volume_dirs:
+                raise volumes.ConfigError(f"volumeMount {name!r}: no such volume")
+            src = self.volume_dirs[name]
+            sub = m.get("subPath") or ""
+            if sub:
+                src = src / volumes.safe_relative(sub)
+                if not src.exists():
+                    src.mkdir(parents=True)  # kubelet creates a missing subPath as a directory
+            # Kubelet mounts these kinds read-only whatever the volumeMount says.
+            always_ro = any(k in specs.get(name, {}) for k in
+                            ("configMap", "secret", "projected", "downwardAPI"))
+            mounts.append((str(src), str(m.get("mountPath", "")),
+                           bool(m.get("readOnly")) or always_ro))
+        return volumes.mount_plan(mounts)
 
     def _start(self, c: Container) -> None:
         """Start a container; a failure nobody foresaw is CreateContainerError with back-off."""
         try:
             self._create_and_start(c)
+        except volumes.ConfigError as exc:
+            # Usually something about to appear (a fresh namespace's kube-root-ca.crt, a Secret
+            # created right after the pod): retried soon, like kubelet's volume reconciler.
+            c.start_failures += 1
+            log.info("%s/%s[%s]: %s", self.ns, self.pod_name, c.name, exc)
+            c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
+            c.next_start = time.monotonic() + min(2.0, 0.25 * 2**c.start_failures)
         except Exception as exc:
             c.start_failures += 1
             delay = backoff_delay(c.start_failures)
@@ -742,8 +906,12 @@ class PodWorker(threading.Thread):
                     c.next_start = time.monotonic() + 2
                 return
         assert self.netns is not None
+        env = self._env(c)
+        # kubelet expands $(VAR) in command and args from the container's environment.
+        command = [_expand(str(a), env) for a in c.spec.get("command") or []]
+        args = [_expand(str(a), env) for a in c.spec.get("args") or []]
         try:
-            argv = c.image.argv(c.spec.get("command"), c.spec.get("args"))
+            argv = c.image.argv(command or None, args or None)
         except images.ImageNotFound as exc:
             # What a runtime says for a container it cannot create (e.g. no command at all).
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
@@ -757,6 +925,11 @@ class PodWorker(threading.Thread):
         termination = (
             (str(term_file), term_path) if network.termination_path_supported(term_path) else None
         )
+        self._materialize_volumes()
+        plan = self._mount_plan(c)
+        rootfs = c.dir / "rootfs"
+        if plan.new_root:
+            rootfs.mkdir(exist_ok=True)
         log_path = c.dir / f"{c.runs}.log"
         full = network.pod_exec_argv(
             self.netns,
@@ -766,30 +939,111 @@ class PodWorker(threading.Thread):
             else (self.pod["spec"].get("hostname") or self.pod_name)[:63],
             termination=termination,
             workdir=c.spec.get("workingDir"),
+            mounts=plan.script,
+            new_root=str(rootfs) if plan.new_root else None,
         )
-        with open(log_path, "ab") as out:
-            c.proc = subprocess.Popen(
-                full,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._env(c),
-                start_new_session=True,
-                cwd="/",
-            )
+        # The init closes its end of this pipe just before it execs the container's process:
+        # EOF says "launched" (or dead), and only then is the container reported running.
+        launch_r, launch_w = os.pipe()
+        full = network.with_launch_fd(full, launch_w)
+        try:
+            with open(log_path, "ab") as out:
+                c.proc = subprocess.Popen(
+                    full,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    cwd="/",
+                    pass_fds=(launch_w,),
+                )
+        except BaseException:
+            os.close(launch_r)
+            raise
+        finally:
+            os.close(launch_w)
         if c.runs:
             c.restarts += 1
         c.runs += 1
         c.started_at = now_iso()
         c.started_mono = time.monotonic()
-        c.state = {"running": {"startedAt": c.started_at}}
+        c.state = {"waiting": {"reason": "ContainerCreating"}}
+        c.launched = False
         c.next_start = 0.0
         c.start_failures = 0
+        c.kill_at = None
+        c.env = env
+        c.started, c.ready, c.prober = False, False, None
         proc = c.proc
+        threading.Thread(
+            target=self._wait_launch, args=(c.name, proc, launch_r), name=f"launch-{c.name}",
+            daemon=True,
+        ).start()
         threading.Thread(
             target=self._wait_proc, args=(c.name, proc), name=f"wait-{c.name}", daemon=True
         ).start()
         log.info("started %s/%s[%s] pid %d: %s", self.ns, self.pod_name, c.name, proc.pid, argv)
+
+    def _wait_launch(self, name: str, proc: subprocess.Popen[bytes], fd: int) -> None:
+        try:
+            while os.read(fd, 64):
+                pass
+        finally:
+            os.close(fd)
+        self.events.put(("launched", (name, proc)))
+
+    def _on_launched(self, c: Container) -> None:
+        assert c.proc is not None
+        c.launched = True
+        c.state = {"running": {"startedAt": c.started_at}}
+        probed = not c.init and any(
+            c.spec.get(k) for k in ("startupProbe", "readinessProbe", "livenessProbe")
+        )
+        c.started = c.ready = not probed
+        if probed:
+            c.prober = self._start_prober(c, c.proc, c.env)
+
+    def _start_prober(
+        self, c: Container, proc: subprocess.Popen[bytes], env: dict[str, str]
+    ) -> probes.Prober:
+        assert self.netns is not None and self.ip is not None
+        ports = {
+            str(p["name"]): int(p["containerPort"])
+            for p in c.spec.get("ports") or []
+            if p.get("name") and p.get("containerPort")
+        }
+        target = probes.Target(self.netns, self.ip, proc.pid, env, ports)
+
+        def report(what: str, ok: bool, message: str) -> None:
+            self.events.put(("probe", (c.name, proc, what, ok, message)))
+
+        prober = probes.Prober(
+            f"{self.ns}/{self.pod_name}[{c.name}]",
+            c.spec,
+            target,
+            report,
+            lambda: proc.poll() is None and not self.terminating,
+        )
+        prober.start()
+        return prober
+
+    def _on_probe(self, c: Container, what: str, ok: bool, message: str) -> None:
+        if what == "started":
+            c.started = True
+        elif what == "ready":
+            c.ready = ok
+        elif what == "unhealthy" and c.proc is not None and c.kill_at is None:
+            # kubelet kills an unhealthy container (SIGTERM, SIGKILL after the grace period);
+            # the restart policy and back-off then decide as for any exit.
+            log.info("%s/%s[%s]: %s", self.ns, self.pod_name, c.name, message)
+            grace = (c.spec.get("livenessProbe") or {}).get("terminationGracePeriodSeconds")
+            if grace is None:
+                grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
+            c.ready = False
+            c.kill_at = time.monotonic() + max(0, int(grace))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(c.proc.pid, signal.SIGTERM)
 
     def _wait_proc(self, name: str, proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
@@ -800,6 +1054,11 @@ class PodWorker(threading.Thread):
         code = exit_code_of(c.proc.returncode if c.proc.returncode is not None else -9)
         pgid = c.proc.pid  # start_new_session=True made the container process a group leader
         c.proc = None
+        c.ready = c.started = c.launched = False
+        c.kill_at = None
+        if c.prober is not None:
+            c.prober.stop.set()
+            c.prober = None
         c.last_exit = code
         # Anything the container left behind (backgrounded children) dies with its process, as it
         # would with its pid namespace.
@@ -905,7 +1164,7 @@ class PodWorker(threading.Thread):
         if any(not c.done for c in self.init_containers):
             return "Pending"
         rows = [
-            (c.runs > 0, c.running, c.last_exit if c.done or not c.running else None)
+            (c.ever_up, c.up, c.last_exit if c.done or not c.running else None)
             for c in self.containers
         ]
         return pod_phase(self.policy, rows)
@@ -924,12 +1183,36 @@ class PodWorker(threading.Thread):
         }
         return out
 
+    def _readiness_gates(self) -> str:
+        """Why spec.readinessGates hold the pod unready ("" when they all pass): kubelet's rule,
+        every gate's condition must exist in the pod's status with status True."""
+        conds = {
+            c.get("type"): c.get("status")
+            for c in self.pod.get("status", {}).get("conditions") or []
+        }
+        for gate in self.pod["spec"].get("readinessGates") or []:
+            kind = gate.get("conditionType", "")
+            if kind not in conds:
+                return f'corresponding condition of pod readiness gate "{kind}" does not exist.'
+            if conds[kind] != "True":
+                return f'the status of pod readiness gate "{kind}" is not "True", but {conds[kind]}'
+        return ""
+
     def _report(self) -> None:
         phase = self._phase()
         inits_done = all(c.done and c.last_exit == 0 for c in self.init_containers)
-        ready = phase == "Running" and all(c.running for c in self.containers)
-        not_ready = [c.name for c in self.containers if not c.running]
+        not_ready = [c.name for c in self.containers if not (c.up and c.ready)]
+        containers_ready = phase == "Running" and not not_ready
+        gates_message = self._readiness_gates()
+        ready = containers_ready and not gates_message
         completed = phase in ("Succeeded", "Failed")
+        if completed:
+            ready_reason, ready_message = "PodCompleted", ""
+        elif not containers_ready:
+            ready_reason = "ContainersNotReady"
+            ready_message = f"containers with unready status: [{' '.join(not_ready)}]"
+        else:
+            ready_reason, ready_message = "ReadinessGatesNotReady", gates_message
         conds = [
             self._condition(
                 "PodReadyToStartContainers",
@@ -943,17 +1226,15 @@ class PodWorker(threading.Thread):
             self._condition(
                 "Ready",
                 "True" if ready else "False",
-                "" if ready else ("PodCompleted" if completed else "ContainersNotReady"),
-                ""
-                if ready or completed
-                else f"containers with unready status: [{' '.join(not_ready)}]",
+                "" if ready else ready_reason,
+                "" if ready else ready_message,
             ),
             self._condition(
                 "ContainersReady",
-                "True" if ready else "False",
-                "" if ready else ("PodCompleted" if completed else "ContainersNotReady"),
+                "True" if containers_ready else "False",
+                "" if containers_ready else ("PodCompleted" if completed else "ContainersNotReady"),
                 ""
-                if ready or completed
+                if containers_ready or completed
                 else f"containers with unready status: [{' '.join(not_ready)}]",
             ),
             self._condition("PodScheduled", "True"),
@@ -1144,7 +1425,6 @@ class Agent:
                     continue
                 self.binding.add(meta.get("uid", ""))
             self.binder.submit(self._schedule_once, pod)
-
 
     def _renew_lease(self, node: NodeSpec) -> None:
         path = "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
@@ -1371,13 +1651,21 @@ class Agent:
             if exc.status not in (404, 409):
                 log.warning("delete %s/%s: %s", ns, name, exc)
 
-    def read_data(self, ns: str, kind: str, name: str) -> dict[str, str]:
+    def read_object(self, ns: str, kind: str, name: str) -> JSON | None:
+        """A ConfigMap/Secret, None when it does not exist (other API errors raise)."""
+        try:
+            return self.kube.get(f"/api/v1/namespaces/{ns}/{kind}/{name}")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def read_data(self, ns: str, kind: str, name: str) -> dict[str, str] | None:
         import base64
 
-        try:
-            obj = self.kube.get(f"/api/v1/namespaces/{ns}/{kind}/{name}")
-        except ApiError:
-            return {}
+        obj = self.read_object(ns, kind, name)
+        if obj is None:
+            return None
         data = obj.get("data") or {}
         if kind == "secrets":
             return {k: base64.b64decode(v).decode(errors="replace") for k, v in data.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import shlex
 import shutil
@@ -53,6 +54,8 @@ def test_node_routes_reach_other_nodes_and_the_metadata_host_only() -> None:
         "10.244.2.0/24": "10.250.0.12",
         "169.254.169.254/32": network.META_HOST_IP,
         "169.254.170.23/32": network.META_HOST_IP,
+        "10.96.0.1/32": network.API_IP,
+        "10.96.0.10/32": network.API_IP,
     }
 
 
@@ -231,9 +234,18 @@ def test_pod_exec_argv_execs_the_container_process_last() -> None:
     argv = network.pod_exec_argv("netiso-pod-x", ["sh", "-c", "true"], hostname="p", workdir="/w")
     assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
     assert argv[-3:] == ["sh", "-c", "true"]
-    assert argv[-7:-3] == ["p", "", "", "/w"]
+    assert argv[-9:-3] == ["p", "", "", "/w", "", ""]
+    # The launch pipe: the init closes that fd just before its exec (the agent's "running").
+    assert network.with_launch_fd(argv, 7)[-9:] == ["p", "", "", "/w", "", "7", "sh", "-c",
+                                                   "true"]
     init = argv[argv.index("-c") + 1]
     assert init.rstrip().splitlines()[-1] == f'exec {shlex.join(network.setpriv_argv())} "$@"'
+    # With its own root view, a first stage builds it and re-runs the same init inside it.
+    rooted = network.pod_exec_argv("netiso-pod-x", ["true"], mounts="nlab_mkdir /x",
+                                   new_root="/var/tmp/r")
+    at = rooted.index("-c")
+    assert rooted[at + 2:at + 4] == ["root-init", "/var/tmp/r"]
+    assert rooted[at + 4] == init and rooted[-3:] == ["nlab_mkdir /x", "", "true"]
 
 
 def test_containers_lose_every_capability_that_reaches_beyond_the_pod() -> None:
@@ -613,3 +625,9 @@ def test_applet_dir_left_half_built_by_a_crash_is_completed(tmp_path: Path) -> N
     # Idempotent: a complete dir is reused untouched (an agent restart).
     inode = Path(again).stat().st_ino
     assert images.ensure_applet_dir(tmp_path)[0] == again and Path(again).stat().st_ino == inode
+
+
+def test_eni_veth_names_are_what_the_vpc_cni_computes() -> None:
+    name = network.eni_veth_name("default", "web-0")
+    assert name.startswith("eni") and len(name) == 14
+    assert name == "eni" + hashlib.sha1(b"default.web-0").hexdigest()[:11]
