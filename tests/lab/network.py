@@ -55,7 +55,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -421,6 +420,7 @@ def pod_exec_argv(
     workdir: str | None = None,
     mounts: str = "",
     new_root: str | None = None,
+    privileged: bool = False,
 ) -> list[str]:
     """Argv that runs a container's process in its pod netns with a private mount+UTS namespace.
 
@@ -441,8 +441,11 @@ def pod_exec_argv(
             ""]
     if new_root:
         init = [_ROOT_INIT, "root-init", new_root, *init]
+    # securityContext.privileged keeps every capability (calico-node programs its node's iptables,
+    # routes and sysctls, as it does with a runtime); any other container drops to CONTAINER_CAPS.
+    caps = [] if privileged else setpriv_argv()
     return [IP, "netns", "exec", netns, "/bin/busybox", "unshare", "-u", "/bin/busybox", "sh",
-            "-c", *init, *argv]
+            "-c", *init, *caps, *argv]
 
 
 # Shell helpers of the container init. Their variables are named __nlab_*: the container's
@@ -530,7 +533,7 @@ cd "${4:-/}" 2>/dev/null || cd /
 # Tell the agent the container is launched: close its pipe (fd number $6) right before the exec.
 [ -z "$6" ] || eval "exec $6>&-"
 shift 6
-exec @SETPRIV@ "$@"
+exec "$@"
 """
 
 
@@ -558,7 +561,6 @@ def setpriv_argv() -> list[str]:
     ]
 
 
-_CONTAINER_INIT = _CONTAINER_INIT.replace("@SETPRIV@", shlex.join(setpriv_argv()))
 
 
 def termination_path_supported(path: str) -> bool:

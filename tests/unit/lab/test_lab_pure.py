@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -232,20 +231,30 @@ def test_termination_paths_stay_inside_private_mounts(path: str, ok: bool) -> No
 
 def test_pod_exec_argv_execs_the_container_process_last() -> None:
     argv = network.pod_exec_argv("netiso-pod-x", ["sh", "-c", "true"], hostname="p", workdir="/w")
+    caps = network.setpriv_argv()
+    n = len(caps)
     assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
-    assert argv[-3:] == ["sh", "-c", "true"]
-    assert argv[-9:-3] == ["p", "", "", "/w", "", ""]
+    # The container process runs through setpriv (CONTAINER_CAPS), after the init's arguments.
+    assert argv[-3 - n:] == [*caps, "sh", "-c", "true"]
+    assert argv[-9 - n:-3 - n] == ["p", "", "", "/w", "", ""]
     # The launch pipe: the init closes that fd just before its exec (the agent's "running").
-    assert network.with_launch_fd(argv, 7)[-9:] == ["p", "", "", "/w", "", "7", "sh", "-c",
-                                                   "true"]
+    assert network.with_launch_fd(argv, 7)[-9 - n:] == ["p", "", "", "/w", "", "7", *caps, "sh",
+                                                       "-c", "true"]
     init = argv[argv.index("-c") + 1]
-    assert init.rstrip().splitlines()[-1] == f'exec {shlex.join(network.setpriv_argv())} "$@"'
+    assert init.rstrip().splitlines()[-1] == 'exec "$@"'
     # With its own root view, a first stage builds it and re-runs the same init inside it.
     rooted = network.pod_exec_argv("netiso-pod-x", ["true"], mounts="nlab_mkdir /x",
                                    new_root="/var/tmp/r")
     at = rooted.index("-c")
     assert rooted[at + 2:at + 4] == ["root-init", "/var/tmp/r"]
-    assert rooted[at + 4] == init and rooted[-3:] == ["nlab_mkdir /x", "", "true"]
+    assert rooted[at + 4] == init and rooted[-3 - n:] == ["nlab_mkdir /x", "", *caps, "true"]
+
+
+def test_a_privileged_container_keeps_its_capabilities() -> None:
+    # securityContext.privileged (calico-node): no setpriv between the init and the process.
+    argv = network.pod_exec_argv("netiso-node-1", ["calico-node", "-felix"], privileged=True)
+    assert network.SETPRIV not in argv
+    assert argv[-8:] == ["", "", "", "", "", "", "calico-node", "-felix"]
 
 
 def test_containers_lose_every_capability_that_reaches_beyond_the_pod() -> None:
