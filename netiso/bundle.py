@@ -18,6 +18,8 @@ Design decisions:
   traffic before policy is evaluated): the egress policy, whichever of the two is rendered,
   carries a warning annotation and :func:`bundle_warnings` says it on stderr. Also on GKE the
   DNS allowance includes 169.254.169.254 on port 53, where Cloud DNS answers pods.
+* **Provider facts come from the profile.** Which addresses, DNS servers and warnings apply is
+  read from ``values.profile`` (``netiso.profiles``); nothing here tests the provider's name.
 """
 
 from __future__ import annotations
@@ -28,12 +30,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from netiso.config import (
-    EKS_POD_IDENTITY,
-    GKE_CLOUD_DNS,
     NAMESPACE_NAME_LABEL,
     AppPorts,
     PolicyKey,
-    Provider,
     Values,
     is_namespace_name,
 )
@@ -50,11 +49,6 @@ NAME_PREFIX = "netiso-"
 DESCRIPTION_ANNOTATION = "netiso.io/description"
 WARNING_ANNOTATION = "netiso.io/warning"
 
-GKE_METADATA_WARNING = (
-    "On GKE, traffic to 169.254.169.254 is redirected to the GKE metadata server before "
-    "NetworkPolicy is evaluated, so this deny is not reliable there; protect node credentials "
-    "with Workload Identity Federation for GKE (or metadata concealment on older node pools)."
-)
 
 
 
@@ -83,22 +77,25 @@ def _dns_rule(values: Values) -> dict[str, Any]:
         if ":" in address and not values.ipv6:
             continue
         peers.append({"ipBlock": {"cidr": f"{address}/{128 if ':' in address else 32}"}})
-    if values.provider is Provider.GKE:
-        # Cloud DNS is served from the metadata address; only port 53 is opened there, the
-        # metadata deny's `except` still covers every other port.
-        peers.append({"ipBlock": {"cidr": GKE_CLOUD_DNS}})
+    # GKE's Cloud DNS is served from the metadata address; only port 53 is opened there, the
+    # metadata deny's `except` still covers every other port.
+    peers.extend({"ipBlock": {"cidr": cidr}} for cidr in values.profile.extra_dns)
     return {
         "to": peers,
         "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}],
     }
 
 
-def _pod_identity_rule(values: Values) -> dict[str, Any]:
-    cidrs = [c for c in EKS_POD_IDENTITY if values.ipv6 or ":" not in c]
-    return {
+def _credential_agent_rules(values: Values) -> list[dict[str, Any]]:
+    """The provider's credential agents (EKS Pod Identity), reachable under either egress policy."""
+    prof = values.profile
+    if not prof.credential_agents:
+        return []
+    cidrs = [c for c in prof.credential_agents if values.ipv6 or ":" not in c]
+    return [{
         "to": [{"ipBlock": {"cidr": c}} for c in cidrs],
-        "ports": [{"protocol": "TCP", "port": 80}],
-    }
+        "ports": [{"protocol": "TCP", "port": prof.credential_agent_port}],
+    }]
 
 
 def _ip_block(cidr: str, excepts: Sequence[str]) -> dict[str, Any]:
@@ -119,9 +116,8 @@ def _metadata_egress(values: Values) -> list[dict[str, Any]]:
         # ipBlock does not match pod IPs on Cilium-based dataplanes: allow every pod explicitly.
         {"to": [{"namespaceSelector": {}}]},
         _dns_rule(values),
+        *_credential_agent_rules(values),
     ]
-    if values.provider is Provider.EKS:
-        rules.append(_pod_identity_rule(values))
     return rules
 
 
@@ -222,13 +218,10 @@ def _policies_for(values: Values, namespace: str) -> list[dict[str, Any]]:
         )
 
     # Either egress policy is meant to keep pods off the metadata server, and on GKE neither can.
-    gke_warning = (
-        {WARNING_ANNOTATION: GKE_METADATA_WARNING} if values.provider is Provider.GKE else {}
-    )
+    warning = values.profile.metadata_warning
+    gke_warning = {WARNING_ANNOTATION: warning} if warning else {}
     if deny_egress:
-        rules = [_dns_rule(values)]
-        if values.provider is Provider.EKS:
-            rules.append(_pod_identity_rule(values))
+        rules = [_dns_rule(values), *_credential_agent_rules(values)]
         out.append(
             _object(
                 PolicyKey.DEFAULT_DENY_EGRESS,
@@ -263,7 +256,8 @@ def render_bundle(values: Values, namespaces: Sequence[str]) -> list[dict[str, A
 def bundle_warnings(values: Values) -> list[str]:
     """What the rendered bundle cannot promise on this provider (said on stderr by commands)."""
     warnings: list[str] = []
-    if values.provider is not Provider.GKE:
+    warning = values.profile.metadata_warning
+    if warning is None:
         return warnings
     # The policy that is meant to keep pods off the metadata server, if any is rendered.
     if values.enabled(PolicyKey.DEFAULT_DENY_EGRESS):
@@ -273,7 +267,7 @@ def bundle_warnings(values: Values) -> list[str]:
     else:
         key = None
     if key is not None:
-        warnings.append(f"{NAME_PREFIX}{key.value}: {GKE_METADATA_WARNING}")
+        warnings.append(f"{NAME_PREFIX}{key.value}: {warning}")
     return warnings
 
 
@@ -284,7 +278,7 @@ def bundle_notes(values: Values) -> list[str]:
         PolicyKey.DENY_METADATA_EGRESS
     ):
         metadata = f"{NAME_PREFIX}{PolicyKey.DENY_METADATA_EGRESS.value}"
-        if values.provider is Provider.GKE:
+        if values.profile.metadata_warning is not None:
             notes.append(
                 f"default-deny egress is on and replaces {metadata}, which is not rendered; on "
                 "GKE metadata traffic is redirected before NetworkPolicy is evaluated, so neither "
@@ -298,14 +292,22 @@ def bundle_notes(values: Values) -> list[str]:
     return notes
 
 
-def to_yaml(objects: Sequence[dict[str, Any]]) -> str:
-    """Multi-document YAML, keys in the objects' own (fixed) order: stable byte for byte."""
+def to_yaml(objects: Sequence[dict[str, Any]], *, pure: bool = False) -> str:
+    """Multi-document YAML, keys in the objects' own (fixed) order: stable byte for byte.
+
+    Dumped by libyaml's emitter (``CSafeDumper``) when PyYAML was built with it: the pure-Python
+    emitter costs ~4 ms per namespace, most of a large render. Both give the same bytes for what
+    the bundle holds (plain ASCII strings, maps, lists, ints; a test compares them on a large
+    render); ``pure`` forces the Python one."""
     import yaml
 
-    return yaml.safe_dump_all(
+    dumper: Any = yaml.SafeDumper if pure else getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    text: str = yaml.dump_all(
         list(objects),
+        Dumper=dumper,
         explicit_start=True,
         sort_keys=False,
         default_flow_style=False,
         width=100_000,  # never fold long annotation strings: folding would differ by content
     )
+    return text

@@ -9,9 +9,10 @@ Design decisions:
   can be shared by the renderer, the planner and the verifier without anyone mutating it.
 * **Provider defaults follow the provider name.** The metadata endpoints to deny and the
   provider's own system namespaces differ per cloud (EKS answers on ``fd00:ec2::254`` too; GKE
-  runs ``gke-*``/``gmp-*`` namespaces). A values file replaces ``metadata.deny`` wholesale and
-  *extends* the namespace exclusions, so a team can add exclusions without restating the
-  system list.
+  runs ``gke-*``/``gmp-*`` namespaces); they come from the provider's profile
+  (``netiso.profiles``), not from constants here. A values file replaces ``metadata.deny``
+  wholesale and *extends* the namespace exclusions, so a team can add exclusions without
+  restating the system list.
 * **Flags beat the file for targeting.** ``--namespace``/``--selector`` replace the file's
   ``namespaces.include``/``namespaces.selector`` together, so a file written for "all but system
   namespaces" can be narrowed for one run without editing it.
@@ -32,77 +33,26 @@ from pathlib import Path
 from typing import Any
 
 from netiso.errors import UsageError
+from netiso.policy import is_port_name, selectors
+from netiso.policy.selectors import Operator, Requirement
+from netiso.profiles import (
+    EKS_POD_IDENTITY,
+    NODE_LOCAL_DNS,
+    PROVIDERS,
+    SYSTEM_NAMESPACES,
+    Profile,
+    Provider,
+    profile,
+)
 
 # --- vocabulary ------------------------------------------------------------------------------
 
-
-class Provider(StrEnum):
-    EKS = "eks"
-    GKE = "gke"
-    AKS = "aks"
-    GENERIC = "generic"
-
-
-PROVIDERS: tuple[str, ...] = tuple(p.value for p in Provider)
-
-#: Namespaces netiso never isolates unless explicitly targeted with --force: the control plane's
-#: own and the Calico operator's (a default-deny there cuts the CNI's own health checks).
-SYSTEM_NAMESPACES: tuple[str, ...] = (
-    "kube-system",
-    "kube-public",
-    "kube-node-lease",
-    "calico-system",
-    "calico-apiserver",
-    "tigera-operator",
-)
 
 #: The label a namespace owner sets to opt out of the bundle (checked by :func:`select_namespaces`).
 EXCLUDE_LABEL = "netiso.io/exclude"
 
 #: Set by the API server on every namespace since 1.21 - nobody has to label namespaces by hand.
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-
-#: EKS Pod Identity agent: pods fetch their credentials here, so it must never be denied.
-EKS_POD_IDENTITY = ("169.254.170.23/32", "fd00:ec2::23/128")
-
-#: NodeLocal DNSCache's conventional link-local listen address.
-NODE_LOCAL_DNS = "169.254.20.10"
-
-#: GKE with Cloud DNS: pods' resolv.conf names the metadata server's address, which answers DNS
-#: on port 53 (the credentials are on port 80). Without it, DNS breaks on Dataplane V2.
-GKE_CLOUD_DNS = "169.254.169.254/32"
-
-
-@dataclass(frozen=True)
-class ProviderDefaults:
-    metadata_deny: tuple[str, ...]
-    exclude: tuple[str, ...]
-    note: str
-
-
-PROVIDER_DEFAULTS: Mapping[Provider, ProviderDefaults] = {
-    Provider.GENERIC: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32",),
-        exclude=(),
-        note="the link-local metadata address most clouds use",
-    ),
-    Provider.EKS: ProviderDefaults(
-        # IMDS also answers on IPv6 (fd00:ec2::254) on Nitro instances with the IPv6 endpoint on.
-        metadata_deny=("169.254.169.254/32", "fd00:ec2::254/128"),
-        exclude=("amazon-*", "aws-observability"),
-        note="IMDS on IPv4 and IPv6; the Pod Identity agent (169.254.170.23) stays reachable",
-    ),
-    Provider.GKE: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32", "fd20:ce::254/128"),
-        exclude=("gke-*", "gmp-*"),
-        note="the GCE metadata server; not reliable on GKE, see the warning on the policy",
-    ),
-    Provider.AKS: ProviderDefaults(
-        metadata_deny=("169.254.169.254/32",),
-        exclude=("aks-*", "gatekeeper-system"),
-        note="Azure IMDS",
-    ),
-}
 
 
 class PolicyKey(StrEnum):
@@ -131,59 +81,43 @@ _POLICY_SWITCHES: Mapping[str, tuple[PolicyKey, bool]] = {
 
 
 @dataclass(frozen=True)
-class Requirement:
-    """One label-selector requirement (``key in (a,b)``, ``!key``, ...)."""
+class LabelSelector(selectors.LabelSelector):
+    """A label selector as the user wrote it (kubectl syntax, ``text``); what it matches is the
+    evaluator's ``policy.selectors.LabelSelector``, the one implementation netiso has."""
 
-    key: str
-    operator: str  # In | NotIn | Exists | DoesNotExist
-    values: tuple[str, ...] = ()
+    text: str = ""
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.operator == "Exists":
-            return self.key in labels
-        if self.operator == "DoesNotExist":
-            return self.key not in labels
-        if self.operator == "In":
-            return self.key in labels and labels[self.key] in self.values
-        return self.key not in labels or labels[self.key] not in self.values  # NotIn
+
+class SkipReason(StrEnum):
+    """Why a namespace is not a target (the detail says which rule, for people)."""
+
+    OPTED_OUT = "opted-out"  # labelled netiso.io/exclude=true by its owner
+    EXCLUDED = "excluded"  # a system namespace, the provider's, or namespaces.exclude
+    NOT_SELECTED = "not-selected"  # does not match the label selector
+    TERMINATING = "terminating"  # being deleted (decided against the live cluster)
 
 
 @dataclass(frozen=True)
-class LabelSelector:
-    """A parsed label selector in kubectl's syntax; ``text`` is what the user wrote."""
+class Skipped:
+    """A namespace left out of the targets: the reason as a value, and the detail as text."""
 
-    text: str
-    requirements: tuple[Requirement, ...]
+    namespace: str
+    reason: SkipReason
+    detail: str
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(r.matches(labels) for r in self.requirements)
-
-    def to_kubernetes(self) -> dict[str, Any]:
-        """The selector as a Kubernetes ``LabelSelector`` object."""
-        match_labels: dict[str, str] = {}
-        expressions: list[dict[str, Any]] = []
-        for r in self.requirements:
-            if r.operator == "In" and len(r.values) == 1 and r.key not in match_labels:
-                match_labels[r.key] = r.values[0]
-                continue
-            expr: dict[str, Any] = {"key": r.key, "operator": r.operator}
-            if r.values:
-                expr["values"] = list(r.values)
-            expressions.append(expr)
-        out: dict[str, Any] = {}
-        if match_labels:
-            out["matchLabels"] = match_labels
-        if expressions:
-            out["matchExpressions"] = expressions
-        return out
+    def to_json(self) -> dict[str, str]:
+        # The JSON contract predates the enum: ``reason`` is the text people read.
+        return {"namespace": self.namespace, "reason": self.detail}
 
 
 @dataclass(frozen=True)
 class Exclusion:
-    """A namespace glob netiso leaves alone, and why (shown when a namespace is skipped)."""
+    """A namespace glob netiso leaves alone, and why (shown when a namespace is skipped);
+    ``sentence`` completes "'x' is ..." when one is named explicitly."""
 
     pattern: str
     reason: str
+    sentence: str = ""
 
     def matches(self, namespace: str) -> bool:
         return fnmatch.fnmatchcase(namespace, self.pattern)
@@ -238,6 +172,11 @@ class Values:
     def enabled(self, policy: PolicyKey) -> bool:
         return policy in self.policies
 
+    @property
+    def profile(self) -> Profile:
+        """The provider's facts the bundle is rendered with (``netiso.profiles``)."""
+        return profile(self.provider)
+
 
 # --- loading ---------------------------------------------------------------------------------
 
@@ -246,8 +185,6 @@ class Values:
 _NAMESPACE_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _LABEL_NAME_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_SUBDOMAIN_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-# IANA service name (RFC 6335), which is what the API server checks a named port against.
-_PORT_NAME_RE = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 _NAMESPACE_ALLOWED = "lowercase letters, digits and '-', starting and ending alphanumeric, <= 63"
@@ -444,17 +381,18 @@ def parse_selector(text: Any, at: _At) -> LabelSelector:
                 raise at.fail(f"empty value set in selector {text!r}", allowed)
             for v in values:
                 _label_value(v, at)
-            op = "In" if m["op"] == "in" else "NotIn"
-            reqs.append(Requirement(_label_key(m["key"], at), op, tuple(sorted(set(values)))))
+            op = Operator.IN if m["op"] == "in" else Operator.NOT_IN
+            reqs.append(Requirement(_label_key(m["key"], at), op, frozenset(values)))
         elif m := _EQ_RE.fullmatch(part):
-            op = "NotIn" if m["op"] == "!=" else "In"
-            reqs.append(Requirement(_label_key(m["key"], at), op, (_label_value(m["val"], at),)))
+            op = Operator.NOT_IN if m["op"] == "!=" else Operator.IN
+            reqs.append(Requirement(_label_key(m["key"], at), op,
+                                    frozenset({_label_value(m["val"], at)})))
         elif m := _EXISTS_RE.fullmatch(part):
-            op = "DoesNotExist" if m["neg"] else "Exists"
+            op = Operator.DOES_NOT_EXIST if m["neg"] else Operator.EXISTS
             reqs.append(Requirement(_label_key(m["key"], at), op))
         else:
             raise at.fail(f"cannot parse {part.strip()!r} in selector {text!r}", allowed)
-    return LabelSelector(text=text.strip(), requirements=tuple(reqs))
+    return LabelSelector(requirements=tuple(reqs), text=text.strip())
 
 
 def _cidr(value: Any, at: _At) -> str:
@@ -522,13 +460,8 @@ def _port(value: Any, at: _At) -> PortSpec:
         if not 1 <= value <= 65535:
             raise at.fail(f"{value} is out of range", allowed_port)
         return PortSpec(value, protocol)
-    if (
-        isinstance(value, str)
-        and len(value) <= 15
-        and _PORT_NAME_RE.fullmatch(value)
-        and re.search("[a-z]", value)
-    ):
-        return PortSpec(value, protocol)
+    if is_port_name(value):
+        return PortSpec(str(value), protocol)
     raise at.fail(f"{_show(value)} is not a valid port", allowed_port)
 
 
@@ -619,12 +552,16 @@ def _read_yaml(path: Path) -> Any:
 
 
 def _exclusions(provider: Provider, extra: tuple[str, ...]) -> tuple[Exclusion, ...]:
-    out = [Exclusion(ns, "system namespace") for ns in SYSTEM_NAMESPACES]
+    out = [Exclusion(ns, "system namespace", "a system namespace") for ns in SYSTEM_NAMESPACES]
+    article = "an" if provider in (Provider.EKS, Provider.AKS) else "a"  # "an EKS", "a GKE"
     out += [
-        Exclusion(p, f"{provider.value} system namespace ({p})")
-        for p in PROVIDER_DEFAULTS[provider].exclude
+        Exclusion(p, f"{provider.value} system namespace ({p})",
+                  f"{article} {provider.value} system namespace ({p})")
+        for p in profile(provider).system_namespaces
     ]
-    out += [Exclusion(p, f"excluded by pattern {p!r} (namespaces.exclude)") for p in extra]
+    out += [Exclusion(p, f"excluded by pattern {p!r} (namespaces.exclude)",
+                      f"an excluded namespace (pattern {p!r}, namespaces.exclude)")
+            for p in extra]
     return tuple(out)
 
 
@@ -635,7 +572,8 @@ def _check_explicit(targets: NamespaceTargets, at: _At) -> None:
         excl = targets.exclusion_for(name)
         if excl is not None:
             raise (at / i if at.path else at).fail(
-                f"{name!r} is a {excl.reason}; netiso does not isolate it by default",
+                f"{name!r} is {excl.sentence or 'excluded: ' + excl.reason}; "
+                "netiso does not isolate it by default",
                 "pass --force to target it anyway",
             )
 
@@ -658,7 +596,7 @@ def load_values(
         raise _At("--provider").fail(
             f"unknown provider {_show(provider)}", ", ".join(PROVIDERS)
         ) from exc
-    defaults = PROVIDER_DEFAULTS[prov]
+    defaults = profile(prov)
 
     raw: Any = _read_yaml(path) if path is not None else None
     src = _At(str(path) if path is not None else "values")
@@ -766,7 +704,7 @@ def load_values(
 
 def select_namespaces(
     values: Values, namespaces: Mapping[str, Mapping[str, str]]
-) -> tuple[list[str], list[tuple[str, str]]]:
+) -> tuple[list[str], list[Skipped]]:
     """Choose the target namespaces among the cluster's (name -> labels).
 
     Returns ``(targets, skipped)``, both sorted by name; each skipped entry carries its reason.
@@ -774,7 +712,7 @@ def select_namespaces(
     """
     t = values.namespaces
     targets: list[str] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: list[Skipped] = []
     opted_out = f"labelled {EXCLUDE_LABEL}=true"
 
     if t.include:
@@ -786,25 +724,26 @@ def select_namespaces(
                     hint="create it first, or fix --namespace / namespaces.include",
                 )
             if namespaces[name].get(EXCLUDE_LABEL) == "true":
-                skipped.append((name, opted_out))
+                skipped.append(Skipped(name, SkipReason.OPTED_OUT, opted_out))
             else:
                 targets.append(name)
         return targets, skipped
 
-    def reason_for(name: str, labels: Mapping[str, str]) -> str | None:
+    def reason_for(name: str, labels: Mapping[str, str]) -> Skipped | None:
         if labels.get(EXCLUDE_LABEL) == "true":
-            return opted_out
+            return Skipped(name, SkipReason.OPTED_OUT, opted_out)
         excl = t.exclusion_for(name)
         if excl is not None:
-            return excl.reason
+            return Skipped(name, SkipReason.EXCLUDED, excl.reason)
         if t.selector is not None and not t.selector.matches(labels):
-            return f"does not match selector {t.selector.text!r}"
+            return Skipped(name, SkipReason.NOT_SELECTED,
+                           f"does not match selector {t.selector.text!r}")
         return None
 
     for name in sorted(namespaces):
-        reason = reason_for(name, namespaces[name])
-        if reason is None:
+        skip = reason_for(name, namespaces[name])
+        if skip is None:
             targets.append(name)
         else:
-            skipped.append((name, reason))
+            skipped.append(skip)
     return targets, skipped

@@ -497,6 +497,83 @@ def _load_configuration(
     return cfg, KubeconfigSource(files=existing, context=active)
 
 
+# --- cluster reference (for detection) ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterRef:
+    """What the kubeconfig says about the cluster, read without the network.
+
+    The one kubeconfig reading detection uses (``netiso.bootstrap.detect``): the context and
+    cluster names, the server URL and the user's exec credential plugin are *hints* (users
+    rename contexts and front servers with proxies), reported as such, never decisive.
+    """
+
+    context: str | None = None
+    cluster: str | None = None
+    server: str | None = None
+    exec_command: str | None = None
+    exec_args: tuple[str, ...] = ()
+    in_cluster: bool = False
+
+
+def _named(docs: Sequence[Mapping[str, Any]], section: str, name: str) -> Mapping[str, Any]:
+    # kubectl's merge: the first file that defines a name wins.
+    for doc in docs:
+        for entry in doc.get(section) or []:
+            if isinstance(entry, Mapping) and entry.get("name") == name:
+                body = entry.get(section.rstrip("s"))
+                return body if isinstance(body, Mapping) else {}
+    return {}
+
+
+def read_cluster_ref(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    in_cluster_dir: Path = IN_CLUSTER_DIR,
+) -> ClusterRef:
+    """The active context's cluster, server and exec plugin, by kubectl's file rules.
+
+    Files that cannot be read are skipped here (``connect`` is the one that reports them); an
+    absent kubeconfig with the pod environment present is the in-cluster ServiceAccount.
+    """
+    env = os.environ if environ is None else environ
+    docs: list[Mapping[str, Any]] = []
+    for path in kubeconfig_paths(kubeconfig, env):
+        try:
+            doc = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(doc, Mapping):
+            docs.append(doc)
+    if not docs:
+        if _in_cluster_available(env, in_cluster_dir) and not context:
+            host = env.get("KUBERNETES_SERVICE_HOST", "")
+            port = env.get("KUBERNETES_SERVICE_PORT", "443")
+            host = f"[{host}]" if ":" in host else host
+            return ClusterRef(context="in-cluster", server=f"https://{host}:{port}",
+                              in_cluster=True)
+        return ClusterRef(context=context)
+    active = context or first_current_context(docs)
+    if not active:
+        return ClusterRef()
+    ctx = _named(docs, "contexts", active)
+    cluster = str(ctx["cluster"]) if ctx.get("cluster") else None
+    user = str(ctx["user"]) if ctx.get("user") else None
+    server = _named(docs, "clusters", cluster).get("server") if cluster else None
+    exec_cfg = _named(docs, "users", user).get("exec") if user else None
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    if isinstance(exec_cfg, Mapping) and exec_cfg.get("command"):
+        command = str(exec_cfg["command"])
+        args = tuple(str(a) for a in exec_cfg.get("args") or [])
+    return ClusterRef(context=active, cluster=cluster,
+                      server=str(server) if server else None,
+                      exec_command=command, exec_args=args)
+
+
 # --- the client -----------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -26,6 +26,10 @@ def aligned(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
                      for r in [header, *rows])
+
+
+def _namespaces(n: int) -> str:
+    return f"{n} namespace" if n == 1 else f"{n} namespaces"
 
 
 def _table(data: dict[str, Any]) -> Any:
@@ -45,7 +49,7 @@ def _table(data: dict[str, Any]) -> Any:
             out.extend(diffs)
         else:
             for ns in data["namespaces"]:
-                counts = {a: 0 for a in ("create", "update", "unchanged", "prune")}
+                counts = {a: 0 for a in ("create", "update", "unchanged", "prune", "unknown")}
                 for obj in ns["objects"]:
                     counts[obj["action"]] += 1
                 rows.append([ns["namespace"], ns["state"], str(counts["create"]),
@@ -56,11 +60,16 @@ def _table(data: dict[str, Any]) -> Any:
                                     "PRUNED"], rows))
         s = data["summary"]
         would = "would change" if dry else "changed"
-        out.append(
-            f"{s['namespaces']} namespaces: {s['created']} created, {s['updated']} updated, "
-            f"{s['unchanged']} unchanged, {s['pruned']} pruned; {s['changed']} {would}"
-            + ("" if dry else f"; {s['notApplied']} not applied")
-        )
+        line = (f"{_namespaces(s['namespaces'])}: {s['created']} created, {s['updated']} "
+                f"updated, {s['unchanged']} unchanged, {s['pruned']} pruned; {s['changed']} "
+                f"{would}")
+        if not dry:
+            for key, word in (("partial", "partly applied"), ("failed", "failed"),
+                              ("unknown", "outcome unknown")):
+                if s[key]:
+                    line += f"; {s[key]} {word}"
+            line += f"; {s['notApplied']} not applied"
+        out.append(line)
         console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw
@@ -76,9 +85,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -90,7 +99,8 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax, e.g. team=a)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
         dry_run: Annotated[
             bool,
@@ -113,30 +123,43 @@ def register(app: typer.Typer) -> None:
         ] = 8,
     ) -> None:
         """Apply the baseline bundle with server-side apply (field manager netiso)."""
-        from netiso.bootstrap.apply import LATER_NAMESPACES_NOTE, apply_bundle, incomplete_error
-        from netiso.bootstrap.targets import select_targets
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle
-        from netiso.config import load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
+        from netiso.ops.apply import (
+            LATER_NAMESPACES_NOTE,
+            NamespaceState,
+            apply_bundle,
+            incomplete_error,
+        )
+        from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context, workers=concurrency) as kube:
-            rep.status(Status.INFO, f"context {kube.context} at {kube.server}")
+            rep.status(Status.INFO, connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
             by_reason: dict[str, list[str]] = {}
-            for name, reason in skipped:
-                if reason.startswith("does not match selector"):
-                    rep.debug(f"namespace {name}: {reason}")
-                elif "netiso.io/exclude" in reason:
+            for skip in skipped:
+                if skip.reason is SkipReason.NOT_SELECTED:
+                    rep.debug(f"namespace {skip.namespace}: {skip.detail}")
+                elif skip.reason is SkipReason.OPTED_OUT:
                     # An explicit opt-out is said namespace by namespace.
-                    rep.status(Status.SKIPPED, f"namespace {name}: {reason}")
+                    rep.status(Status.SKIPPED, f"namespace {skip.namespace}: {skip.detail}")
                 else:
-                    by_reason.setdefault(reason, []).append(name)
-            for reason, names in by_reason.items():
-                rep.status(Status.SKIPPED, f"{len(names)} namespace(s), {reason}: "
+                    by_reason.setdefault(skip.detail, []).append(skip.namespace)
+            for detail, names in by_reason.items():
+                rep.status(Status.SKIPPED, f"{_namespaces(len(names))}, {detail}: "
                            f"{', '.join(names)}")
             for note in bundle_notes(vals):
                 rep.info(note)
@@ -146,7 +169,7 @@ def register(app: typer.Typer) -> None:
                 rep.warn("no target namespaces: nothing to apply")
             desired = render_bundle(vals, targets)
             rep.info(f"{'dry run: ' if dry_run else ''}{len(desired)} objects for "
-                     f"{len(targets)} namespaces")
+                     f"{_namespaces(len(targets))}")
 
             def before_write(first: list[Any]) -> None:
                 for ns in first:
@@ -161,7 +184,10 @@ def register(app: typer.Typer) -> None:
                         )
 
             def progress(ns: Any) -> None:
-                if ns.error:
+                if ns.state is NamespaceState.UNKNOWN:
+                    # The connection dropped with a write in flight: read back after the run.
+                    rep.warn(f"namespace {ns.namespace}: outcome unknown: {ns.error}")
+                elif ns.error:
                     rep.status(Status.FAILED, f"namespace {ns.namespace}: {ns.error}")
                 else:
                     rep.debug(f"namespace {ns.namespace}: {ns.state.value}")

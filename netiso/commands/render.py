@@ -1,7 +1,9 @@
 """`netiso render`: print the baseline bundle as YAML for GitOps tools, with no cluster.
 
 Rendering is offline by design: the output must be reproducible from the command line and the
-values file alone, so it cannot depend on which namespaces a cluster happens to have. Hence the
+values file alone, so it cannot depend on which namespaces a cluster happens to have. The one
+exception is asked for explicitly: ``--provider auto`` reads the cluster to pick the provider's
+defaults (the default stays ``generic``, so a plain ``render`` never needs a cluster). Hence the
 target namespaces must be named (``--namespace`` or ``namespaces.include``); a label selector,
 which only a cluster can evaluate, is refused with a pointer to ``--namespace``.
 """
@@ -13,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import reporter, values_for_cluster
 from netiso.console import OutputFormat
 
 # The bundle's options, as the user spells them: none of them changes the RBAC objects, so
@@ -65,7 +67,8 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--provider",
                 "-p",
-                help="Provider defaults to use: eks, gke, aks or generic.",
+                help="Provider defaults to use: eks, gke, aks or generic; auto reads the "
+                "cluster to detect it (render is otherwise offline).",
                 metavar="PROVIDER",
             ),
         ] = "generic",
@@ -100,12 +103,25 @@ def register(app: typer.Typer) -> None:
         if rbac:
             _render_rbac(ctx)
             return
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import bundle_notes, bundle_warnings, render_bundle, to_yaml
-        from netiso.config import load_values
+        from netiso.config import Values, load_values
         from netiso.errors import UsageError
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (), force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (), force=force)
+
+        vals = load((requested or Provider.GENERIC).value)
+        if requested is None:
+            # Only when asked: render stays reproducible from the command line otherwise.
+            from netiso.kube import connect
+
+            with connect(rep.options.kubeconfig, rep.options.context) as kube:
+                vals = values_for_cluster(rep, kube, None, force=force, load=load)
         if vals.namespaces.selector is not None:
             raise UsageError(
                 f"render works offline and cannot evaluate the label selector "

@@ -1,7 +1,8 @@
 """`netiso simulate`: evaluate NetworkPolicies offline, for given flows or the whole matrix.
 
 The command is a thin shell over ``netiso.policy``: read files (and, with ``--live``, the
-current cluster through ``netiso.kube``), build one ``Cluster``, ask the ``Engine``. Its JSON is
+current cluster through ``netiso.kube``), build one ``Cluster``, ask the ``Engine`` through
+``netiso.policy.flows`` (flows parsed there, the matrix answer built there), print. Its JSON is
 a contract other tools and CI scripts parse, so one schema serves every mode: a list of flows
 (given ones in the order given; the matrix as every pod to every destination's declared ports)
 and a summary. An ``expect`` that does not hold exits 3 after the result is printed, so a CI log
@@ -16,7 +17,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,34 +28,8 @@ from netiso.console import Reporter, Status
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from netiso.policy import Cluster, Engine, Matrix, Protocol, Verdict
-
-
-@dataclass
-class FlowResult:
-    verdict: Verdict
-    expected: str | None  # "allow" | "deny" | None
-    where: str = ""       # how the flow was given, for warnings on stderr
-
-    @property
-    def ok(self) -> bool | None:
-        if self.expected is None:
-            return None
-        return self.verdict.allowed == (self.expected == "allow")
-
-    def to_json(self) -> dict[str, Any]:
-        v = self.verdict
-        return {
-            "from": v.src,
-            "to": v.dst,
-            "port": v.port,
-            "protocol": v.protocol.value,
-            "allowed": v.allowed,
-            "expected": self.expected,
-            "ok": self.ok,
-            "egress": v.egress.to_json(),
-            "ingress": v.ingress.to_json(),
-        }
+    from netiso.policy import Cluster, Engine
+    from netiso.policy.flows import FlowResult, MatrixAnswer
 
 
 def register(app: typer.Typer) -> None:
@@ -146,127 +120,11 @@ def load_cluster(rep: Reporter, files: list[Path], live: bool) -> Cluster:
     return cluster
 
 
-def _expect(value: Any, where: str) -> str | None:
-    from netiso.policy import PolicyInputError
+def flows_from_file(path: Path, engine: Engine) -> list[FlowResult]:
+    from netiso.policy import parse_documents
+    from netiso.policy.flows import flows_from_documents
 
-    if value is None:
-        return None
-    text = str(value).strip().lower()
-    if text not in ("allow", "deny"):
-        raise PolicyInputError(f"{where}: expect must be allow or deny, not {value!r}")
-    return text
-
-
-FLOW_FIELDS = ("from", "to", "port", "protocol", "expect")
-
-
-def flows_from_file(engine: Engine, path: Path) -> list[FlowResult]:
-    from netiso.policy import PolicyInputError, parse_documents
-
-    docs = parse_documents(_read(path), str(path))
-    if len(docs) != 1 or not isinstance(docs[0].get("flows"), list):
-        raise PolicyInputError(f"{path}: expected one document with a 'flows' list")
-    out = []
-    for i, item in enumerate(docs[0]["flows"]):
-        where = f"{path}: flows[{i}]"
-        if not isinstance(item, dict):
-            raise PolicyInputError(f"{where} is not a map")
-        # A misspelt key (`expcet: allow`) would silently drop the assertion a CI gate relies on.
-        unknown = [k for k in item if k not in FLOW_FIELDS]
-        if unknown:
-            raise PolicyInputError(f"{where}: unknown field {str(unknown[0])!r}; "
-                                   f"allowed: {', '.join(FLOW_FIELDS)}")
-        missing = [k for k in ("from", "to", "port") if item.get(k) in (None, "")]
-        if missing:
-            raise PolicyInputError(f"{where}: missing {', '.join(missing)}")
-        where = f"{where} ({item['from']} -> {item['to']} port {item['port']})"
-        try:
-            flow = engine.flow(str(item["from"]), str(item["to"]), _port(item["port"]),
-                               item.get("protocol"))
-            verdict = engine.evaluate(flow)
-        except PolicyInputError as exc:
-            raise PolicyInputError(f"{where}: {exc.message}") from exc
-        out.append(FlowResult(verdict, _expect(item.get("expect"), where), f"{path}: flows[{i}]"))
-    return out
-
-
-def _port(value: Any) -> int | str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    text = str(value).strip()
-    return int(text) if text.isdigit() else text
-
-
-def single_flows(engine: Engine, src: str, dst: str, port: str | None,
-                 protocol: str | None) -> list[FlowResult]:
-    from netiso.policy import PodEndpoint, PolicyInputError
-
-    try:
-        where = f"--from {src} --to {dst}"
-        if port is not None:
-            return [FlowResult(engine.check(src, dst, _port(port), protocol), None, where)]
-        flow = engine.flow(src, dst, 1, protocol)
-        if not isinstance(flow.dst, PodEndpoint):
-            raise PolicyInputError(f"--port is needed for a destination outside the cluster "
-                                   f"({dst})")
-        pod = engine.cluster.pods[flow.dst.index]
-        ports = [cp for cp in pod.ports
-                 if flow.protocol is None or cp.protocol is flow.protocol]
-        if not ports:
-            raise PolicyInputError(f"pod {pod.key} declares no container ports: give --port")
-        seen: set[tuple[int, Protocol]] = set()
-        out = []
-        for cp in ports:
-            if (cp.number, cp.protocol) in seen:
-                continue
-            seen.add((cp.number, cp.protocol))
-            out.append(FlowResult(engine.check(src, dst, cp.number, cp.protocol), None, where))
-        return out
-    except PolicyInputError as exc:
-        raise PolicyInputError(f"--from {src} --to {dst}: {exc.message}") from exc
-
-
-@dataclass
-class MatrixAnswer:
-    """The matrix mode: running pods to each running destination's declared ports.
-
-    Kept as the engine's bitsets (one ``Matrix`` per declared port and protocol, rows per
-    destination); the table and the JSON are drawn from them cell by cell as they are written,
-    so memory stays at the bitsets' size whatever the output's (2,000 pods: ~7 M JSON flows).
-    """
-
-    engine: Engine
-    matrices: dict[tuple[int, Protocol], Matrix]
-    sources: list[int]                          # running pods, cluster order (rows)
-    ports_of: dict[int, list[tuple[int, Protocol]]]  # running destination -> its ports, once each
-
-    def columns(self, key: tuple[int, Protocol]) -> list[int]:
-        return [d for d, ports in self.ports_of.items() if key in ports]
-
-    def summary(self) -> dict[str, int]:
-        live = self.engine.cluster.live
-        total = allowed = 0
-        for d, ports in self.ports_of.items():
-            for key in ports:
-                total += len(self.sources)
-                allowed += (self.matrices[key].allowed_from[d] & live).bit_count()
-        return {"total": total, "allowed": allowed, "denied": total - allowed, "mismatches": 0}
-
-
-def matrix_answer(engine: Engine) -> MatrixAnswer:
-    """One matrix per (port, protocol) a running pod declares. Finished pods (Succeeded/Failed)
-    are neither sources nor destinations: they have no traffic."""
-    cluster = engine.cluster
-    live = [i for i, pod in enumerate(cluster.pods) if not pod.finished]
-    ports_of = {d: list(dict.fromkeys((cp.number, cp.protocol) for cp in cluster.pods[d].ports))
-                for d in live if cluster.pods[d].ports}
-    wanted = sorted({key for ports in ports_of.values() for key in ports})
-    return MatrixAnswer(engine, {key: engine.matrix(*key) for key in wanted}, live, ports_of)
-
-
-def _bits(value: int, n: int) -> str:
-    """Bit i of ``value`` as character i ('1'/'0'): one C-speed conversion per row."""
-    return bin(value)[2:].zfill(n)[::-1]
+    return flows_from_documents(engine, parse_documents(_read(path), str(path)), str(path))
 
 
 def _json_cells(answer: MatrixAnswer) -> Iterator[list[str]]:
@@ -277,6 +135,7 @@ def _json_cells(answer: MatrixAnswer) -> Iterator[list[str]]:
     policies), so a cell costs one f-string, not a dict and a json.dumps.
     """
     from netiso.policy import Direction
+    from netiso.policy.flows import bits
 
     cluster = answer.engine.cluster
     n = len(cluster.pods)
@@ -297,7 +156,7 @@ def _json_cells(answer: MatrixAnswer) -> Iterator[list[str]]:
             m = answer.matrices[(port, proto)]
             mid = (f'"to": {json.dumps(cluster.pods[d].key)}, "port": {port}, '
                    f'"protocol": "{proto.value}", "allowed": ')
-            eg, ing = _bits(m.egress_from[d], n), _bits(m.ingress_from[d], n)
+            eg, ing = bits(m.egress_from[d], n), bits(m.ingress_from[d], n)
             yield [f"{heads[s]}{mid}{verdict[eg[s] + ing[s]]}{egress[s][eg[s]]}{ingress[ing[s]]}"
                    for s in answer.sources]
 
@@ -321,12 +180,6 @@ def write_matrix(rep: Reporter, answer: MatrixAnswer, totals: dict[str, int]) ->
                   + f',\n  "summary": {json.dumps(totals)}\n}}\n')
 
 
-def summary(rows: list[dict[str, Any]]) -> dict[str, int]:
-    allowed = sum(1 for r in rows if r["allowed"])
-    return {"total": len(rows), "allowed": allowed, "denied": len(rows) - allowed,
-            "mismatches": sum(1 for r in rows if r["ok"] is False)}
-
-
 def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str | None = None,
         dst: str | None = None, port: str | None = None, protocol: str | None = None,
         live: bool = False) -> dict[str, int]:
@@ -334,6 +187,7 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
     from netiso.console import OutputFormat
     from netiso.errors import UsageError, VerificationFailed
     from netiso.policy import Engine, portability_notes
+    from netiso.policy.flows import flow_summary, matrix_answer, single_flows
 
     if (src is None) != (dst is None):
         raise UsageError("--from and --to go together")
@@ -351,7 +205,7 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
 
     results: list[FlowResult] = []
     if flows is not None:
-        results = flows_from_file(engine, flows)
+        results = flows_from_file(flows, engine)
     elif src is not None and dst is not None:
         results = single_flows(engine, src, dst, port, protocol)
 
@@ -361,9 +215,8 @@ def run(rep: Reporter, files: list[Path], *, flows: Path | None = None, src: str
 
     # Asked flows (even none: `flows: []`) are answered as such; only no question is the matrix.
     if flows is not None or src is not None:
-        rows = [r.to_json() for r in results]
-        totals = summary(rows)
-        doc: dict[str, Any] = {"flows": rows, "summary": totals}
+        totals = flow_summary(results)
+        doc: dict[str, Any] = {"flows": [r.to_json() for r in results], "summary": totals}
         rep.result(doc, lambda console: _flow_table(console, results, totals))
     else:
         answer = matrix_answer(engine)
@@ -412,6 +265,7 @@ def _matrix_table(console: Console, answer: MatrixAnswer) -> None:
     from rich.text import Text
 
     from netiso.policy import Direction
+    from netiso.policy.flows import bits
 
     cluster = answer.engine.cluster
     if not answer.matrices:
@@ -431,7 +285,7 @@ def _matrix_table(console: Console, answer: MatrixAnswer) -> None:
         for digit in range(width):
             head = "".join(str(c + 1).rjust(width)[digit] for c in range(len(dsts)))
             console.print(Text(" " * (label_w + 2) + head))
-        columns = [_bits(m.allowed_from[d], n) for d in dsts]
+        columns = [bits(m.allowed_from[d], n) for d in dsts]
         lines = []
         for s, cells in enumerate(zip(*columns, strict=True)):
             if s in live:

@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import connected_to, reporter, values_for_cluster
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _table(data: dict[str, Any]) -> Any:
@@ -26,17 +30,18 @@ def _table(data: dict[str, Any]) -> Any:
             ok = sum(1 for p in ns["policies"] if p["state"] == "in sync")
             lines.append(f"{ns['namespace']}: {ns['state']} "
                          f"({ok}/{len(ns['policies'])} bundle policies in sync, "
-                         f"{ns['pods']} pods)")
+                         f"{_count(ns['pods'], 'pod')})")
             for p in ns["policies"]:
                 if p["state"] != "in sync":
                     why = f": {'; '.join(p['reasons'])}" if p["reasons"] else ""
                     lines.append(f"  {p['name']}: {p['state']}{why}")
             for f in ns["foreignPolicies"]:
-                lines.append(f"  foreign policy {f['name']} ({f['selectedPods']} pods)"
+                lines.append(f"  foreign policy {f['name']} ({_count(f['selectedPods'], 'pod')})"
                              + (f" by {', '.join(f['managers'])}" if f["managers"] else ""))
         s = data["summary"]
         lines.append(
-            f"{len(data['namespaces'])} namespaces: {s['inSync']} in sync, {s['drifted']} "
+            f"{_count(len(data['namespaces']), 'namespace')}: {s['inSync']} in sync, "
+            f"{s['drifted']} "
             f"drifted, {s['missing']} missing; enforcement: {data['enforcement']}"
         )
         console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
@@ -54,9 +59,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         provider: Annotated[
             str,
-            typer.Option("--provider", "-p", help="Provider defaults: eks, gke, aks or generic.",
-                         metavar="PROVIDER"),
-        ] = "generic",
+            typer.Option("--provider", "-p", metavar="PROVIDER", help="Provider defaults: "
+                         "auto (detected from the cluster), eks, gke, aks or generic."),
+        ] = "auto",
         namespace: Annotated[
             list[str] | None,
             typer.Option("--namespace", "-n", metavar="NAME",
@@ -68,29 +73,38 @@ def register(app: typer.Typer) -> None:
                          help="Target namespaces by label (kubectl syntax)."),
         ] = None,
         force: Annotated[
-            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces.")
+            bool, typer.Option("--force", help="Allow targeting system/excluded namespaces, "
+                                "and a --provider the cluster contradicts.")
         ] = False,
     ) -> None:
         """Show, per target namespace, whether each bundle policy is in sync, drifted or missing."""
-        from netiso.bootstrap.status import read_status
-        from netiso.bootstrap.targets import TERMINATING, select_targets
+        from netiso.bootstrap.detect import parse_provider_option
         from netiso.bundle import render_bundle
-        from netiso.config import load_values
+        from netiso.config import SkipReason, Values, load_values
         from netiso.console import Status
         from netiso.kube import connect
+        from netiso.ops.status import read_status
+        from netiso.ops.targets import select_targets
+        from netiso.profiles import Provider
 
         rep = reporter(ctx)
-        vals = load_values(values, provider=provider, namespaces=namespace or (),
-                           selector=selector, force=force)
+        requested = parse_provider_option(provider)
+
+        def load(name: str) -> Values:
+            return load_values(values, provider=name, namespaces=namespace or (),
+                               selector=selector, force=force)
+
+        load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
-            rep.info(f"context {kube.context} at {kube.server}")
+            rep.info(connected_to(kube))
+            vals = values_for_cluster(rep, kube, requested, force=force, load=load)
             targets, skipped = select_targets(kube, vals)
-            for name, reason in skipped:
-                if reason == TERMINATING:
+            for skip in skipped:
+                if skip.reason is SkipReason.TERMINATING:
                     # Named or selected, yet absent from the result: say why.
-                    rep.status(Status.SKIPPED, f"namespace {name}: {reason}")
+                    rep.status(Status.SKIPPED, f"namespace {skip.namespace}: {skip.detail}")
                 else:
-                    rep.debug(f"namespace {name}: skipped, {reason}")
+                    rep.debug(f"namespace {skip.namespace}: skipped, {skip.detail}")
             report = read_status(kube, render_bundle(vals, targets), targets, skipped)
         data = report.to_json()
         rep.result(data, _table(data))

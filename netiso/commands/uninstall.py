@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from netiso.commands._common import reporter
+from netiso.commands._common import connected_to, reporter
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -25,6 +25,8 @@ def _table(data: dict[str, Any]) -> Any:
         rows = [[t["kind"], t["namespace"] or "-", t["name"], verb] for t in data["deleted"]]
         rows += [[t["kind"], t["namespace"] or "-", t["name"], "failed: " + t["error"]]
                  for t in data["failed"]]
+        rows += [[t["kind"], t["namespace"] or "-", t["name"],
+                  "unknown (connection lost): " + t["readBack"]] for t in data["unknown"]]
         rows += [[t["kind"], t["namespace"] or "-", t["name"], "not attempted"]
                  for t in data["notAttempted"]]
         rows += [[t["kind"], t["namespace"] or "-", t["name"], "skipped: " + t["reason"]]
@@ -33,8 +35,9 @@ def _table(data: dict[str, Any]) -> Any:
         done = "would be deleted" if data["dryRun"] else "deleted"
         line = f"{len(data['deleted'])} objects {done}; {len(data['skipped'])} skipped"
         s = data["summary"]
-        if s["failed"] or s["notAttempted"]:
-            line += f"; {s['failed']} failed; {s['notAttempted']} not attempted"
+        if s["failed"] or s["unknown"] or s["notAttempted"]:
+            line += (f"; {s['failed']} failed; {s['unknown']} unknown; "
+                     f"{s['notAttempted']} not attempted")
         out.append(line)
         console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
@@ -60,24 +63,20 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Remove every object netiso created: bundle policies and verification leftovers."""
-        from netiso.bootstrap.targets import labels_by_name
-        from netiso.bootstrap.uninstall import incomplete_error
-        from netiso.bootstrap.uninstall import uninstall as run_uninstall
         from netiso.config import load_values
         from netiso.kube import connect
+        from netiso.ops.targets import uninstall_scope
+        from netiso.ops.uninstall import incomplete_error
+        from netiso.ops.uninstall import uninstall as run_uninstall
 
         rep = reporter(ctx)
         # Validated like apply's flags; force: uninstall may clean any namespace.
         vals = load_values(None, namespaces=namespace or (), selector=selector, force=True)
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
-            rep.info(f"context {kube.context} at {kube.server}")
-            scope: set[str] | None = None
-            if vals.namespaces.include:
-                scope = set(vals.namespaces.include)
-            elif vals.namespaces.selector is not None:
-                sel = vals.namespaces.selector
-                scope = {n for n, labels in labels_by_name(kube.list_namespaces()).items()
-                         if sel.matches(labels)}
+            rep.info(connected_to(kube))
+            scope = None
+            if vals.namespaces.include or vals.namespaces.selector is not None:
+                scope = uninstall_scope(vals, kube.list_namespaces())
             report = run_uninstall(kube, dry_run=dry_run, scope=scope)
         data = report.to_json()
         rep.result(data, _table(data))

@@ -23,7 +23,7 @@ from netiso.policy.engine import (
     Verdict,
 )
 from netiso.policy.explain import explain, explain_side, portability_notes
-from netiso.policy.loader import LoadedObjects, load_objects, parse_documents
+from netiso.policy.loader import LoadedObjects, label_selector, load_objects, parse_documents
 from netiso.policy.model import (
     ContainerPort,
     Direction,
@@ -36,6 +36,8 @@ from netiso.policy.model import (
     PortMatch,
     Protocol,
     Rule,
+    default_policy_types,
+    is_port_name,
 )
 from netiso.policy.selectors import LabelSelector, Operator, Requirement
 
@@ -65,8 +67,11 @@ __all__ = [
     "RuleMatch",
     "SideVerdict",
     "Verdict",
+    "default_policy_types",
     "explain",
     "explain_side",
+    "is_port_name",
+    "label_selector",
     "load_objects",
     "parse_documents",
     "portability_notes",

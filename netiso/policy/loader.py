@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,12 +34,10 @@ from netiso.policy.model import (
     PortMatch,
     Protocol,
     Rule,
+    default_policy_types,
+    is_port_name,
 )
 from netiso.policy.selectors import LabelSelector, Operator, Requirement
-
-# IANA_SVC_NAME as the API validates named ports: at most 15 of [a-z0-9-], at least one letter,
-# no leading/trailing/double hyphen.
-_PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([a-z0-9]|-(?!-))*$")
 
 
 @dataclass
@@ -203,8 +200,7 @@ def _pod(obj: Mapping[str, Any]) -> Pod:
             if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 65536:
                 raise _Bad(f"{where}.containerPort {number!r} is not a port number")
             pname = port.get("name")
-            if pname is not None and (not isinstance(pname, str) or not _PORT_NAME.match(pname)
-                                      or len(pname) > 15):
+            if pname is not None and not is_port_name(pname):
                 raise _Bad(f"{where}.name {pname!r} is not a valid port name")
             ports.append(ContainerPort(number, _protocol(port.get("protocol"), where), pname))
     ips: list[str] = []
@@ -237,6 +233,15 @@ def _pod(obj: Mapping[str, Any]) -> Pod:
         node_name=spec.get("nodeName") if isinstance(spec.get("nodeName"), str) else None,
         phase=status.get("phase") if isinstance(status.get("phase"), str) else None,
     )
+
+
+def label_selector(value: Mapping[str, Any] | None, where: str = "selector") -> LabelSelector:
+    """A ``metav1.LabelSelector`` object (None or {} selects everything) as a model selector;
+    PolicyInputError when it is malformed."""
+    try:
+        return _selector(value, where)
+    except _Bad as exc:
+        raise PolicyInputError(str(exc)) from exc
 
 
 def _selector(value: Any, where: str) -> LabelSelector:
@@ -318,7 +323,7 @@ def _port_match(value: Any, where: str) -> PortMatch:
             raise _Bad(f"{where}.port {port!r} is neither a number nor a name")
         if isinstance(port, int) and not 0 < port < 65536:
             raise _Bad(f"{where}.port {port} is out of range")
-        if isinstance(port, str) and (len(port) > 15 or not _PORT_NAME.match(port)):
+        if isinstance(port, str) and not is_port_name(port):
             raise _Bad(f"{where}.port {port!r} is not a valid port name")
     if end is not None:
         if not isinstance(port, int):
@@ -361,10 +366,7 @@ def _policy(obj: Mapping[str, Any]) -> NetworkPolicy:
     egress = _rules(spec.get("egress"), "spec.egress", "to")
     raw_types = spec.get("policyTypes")
     if raw_types is None or raw_types == []:
-        # API defaulting: Ingress always, Egress only when there are egress rules.
-        types = {Direction.INGRESS}
-        if egress:
-            types.add(Direction.EGRESS)
+        types = set(default_policy_types(bool(egress)))
     else:
         if not isinstance(raw_types, list):
             raise _Bad("spec.policyTypes is not a list")

@@ -10,6 +10,7 @@ compares a "before" and an "after" cluster built from mostly the same objects).
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -35,6 +36,23 @@ class Protocol(StrEnum):
 class Direction(StrEnum):
     INGRESS = "Ingress"
     EGRESS = "Egress"
+
+
+def default_policy_types(has_egress_rules: bool) -> tuple[Direction, ...]:
+    """policyTypes as the API server defaults an absent or empty list
+    (``SetDefaults_NetworkPolicy``): Ingress always, Egress only when egress rules exist."""
+    return (Direction.INGRESS, Direction.EGRESS) if has_egress_rules else (Direction.INGRESS,)
+
+
+# IANA_SVC_NAME (RFC 6335), what the API server checks a named port against: 1-15 characters
+# of a-z, 0-9 and '-', at least one letter, no leading, trailing or double '-'. Used with
+# fullmatch: `$` would also match before a trailing newline.
+_PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*")
+
+
+def is_port_name(value: object) -> bool:
+    """True for a valid named port (a container port's name, or a policy's port by name)."""
+    return isinstance(value, str) and len(value) <= 15 and _PORT_NAME.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)

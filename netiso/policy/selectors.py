@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class Operator(StrEnum):
@@ -70,6 +71,26 @@ class LabelSelector:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(r.matches(labels) for r in self.requirements)
+
+    def to_kubernetes(self) -> dict[str, Any]:
+        """The selector as a Kubernetes ``LabelSelector`` object (single-value ``In`` as
+        matchLabels, the rest as matchExpressions in order)."""
+        match_labels: dict[str, str] = {}
+        expressions: list[dict[str, Any]] = []
+        for r in self.requirements:
+            if r.operator is Operator.IN and len(r.values) == 1 and r.key not in match_labels:
+                match_labels[r.key] = next(iter(r.values))
+                continue
+            expr: dict[str, Any] = {"key": r.key, "operator": r.operator.value}
+            if r.values:
+                expr["values"] = sorted(r.values)
+            expressions.append(expr)
+        out: dict[str, Any] = {}
+        if match_labels:
+            out["matchLabels"] = match_labels
+        if expressions:
+            out["matchExpressions"] = expressions
+        return out
 
     def describe(self) -> str:
         if not self.requirements:

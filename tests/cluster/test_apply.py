@@ -192,11 +192,17 @@ def test_excluded_and_opted_out_namespaces_are_skipped_and_said(lab: LabClient) 
         assert policies(lab, names[1]) == {}
         assert policies(lab, names[0])
 
+        # A system namespace named without --force is refused before anything is written:
+        # kube-system holds exactly what it held before, and nothing of netiso's.
+        before = {n: p.metadata.resource_version for n, p in policies(lab, "kube-system").items()}
         system = netiso(lab, "apply", "-n", "kube-system")
         assert system.returncode == 2
-        assert "kube-system" in system.stderr
-        assert policies(lab, "kube-system") == {} or all(
-            "netiso" not in n for n in policies(lab, "kube-system"))
+        assert "'kube-system' is a system namespace" in system.stderr
+        assert "pass --force" in system.stderr
+        after = policies(lab, "kube-system")
+        assert {n: p.metadata.resource_version for n, p in after.items()} == before
+        assert not [n for n, p in after.items()
+                    if (p.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "netiso"]
     finally:
         for n in names:
             lab.core.delete_namespace(n)
@@ -288,7 +294,7 @@ def test_terminating_namespace_is_skipped_and_its_refusal_is_not_called_rbac(
         doc = json.loads(out.stdout)
         assert doc["namespaces"] == []
         assert doc["skipped"] == [{"namespace": name, "reason": "terminating"}]
-        assert f"skipped 1 namespace(s), terminating: {name}" in out.stderr
+        assert f"skipped 1 namespace, terminating: {name}" in out.stderr
         status = netiso(lab, "-o", "json", "status", "-n", name)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["skipped"] == [{"namespace": name,

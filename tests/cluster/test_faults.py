@@ -28,6 +28,7 @@ import yaml
 
 from netiso.bundle import render_bundle
 from netiso.config import load_values
+from netiso.ops.order import safety_rank
 from tests.lab import controlplane, pki
 from tests.lab.client import LabClient
 
@@ -165,11 +166,26 @@ def test_apiserver_killed_mid_apply_then_rerun_converges(
     applied = {n for n, s in states.items() if s == "applied"}
     assert applied, "some namespaces were applied before the kill"
     assert len(applied) < NAMESPACES
-    assert doc["summary"]["notApplied"] == NAMESPACES - len(applied)
+    summary = doc["summary"]
+    # Never started is "not applied"; a write whose connection dropped is "unknown" (the server
+    # may have acted, and could not be asked again), never "failed".
+    assert summary["notApplied"] == sum(1 for s in states.values() if s == "not-attempted")
+    assert summary["notApplied"] > 0
+    assert (summary["failed"], summary["partial"]) == (0, 0)
+    assert summary["applied"] + summary["unknown"] + summary["notApplied"] == NAMESPACES
+    assert "cannot reach the API server" in doc["readBackError"]
+    for ns in doc["namespaces"]:
+        if ns["state"] == "unknown":
+            assert [o["readBack"] for o in ns["objects"] if o["action"] == "unknown"] == [
+                "could not read back"], ns
     # What the report calls applied really has the full bundle.
     live = _managed(lab, name_set)
     for ns in applied:
         assert len(live[ns]) == BUNDLE_SIZE, ns
+    # Allows are written before the default deny: no namespace is left closed without them.
+    ranks = {str(o["metadata"]["name"]): safety_rank(o) for o in render_bundle(
+        load_values(None, namespaces=[names[0]]), [names[0]])}
+    assert [ns for ns, have in live.items() if _closed_without_allows(have, ranks)] == []
     assert f"applied {len(applied)} of {NAMESPACES} namespaces" in last
 
     _start(port)
@@ -204,3 +220,101 @@ def test_apiserver_killed_mid_apply_then_rerun_converges(
     assert {p.metadata.namespace: p.metadata.resource_version for p in everything
             if p.metadata.namespace in name_set and p.metadata.name == "team-policy"} \
         == foreign_rv
+
+
+# --- the lab's own API server killed in the middle of `netiso uninstall` ----------------------
+
+# What each bundle policy closes (ops.order): a namespace may hold an object only while it
+# also holds every object that closes less, e.g. never the default deny without its allows.
+def _closed_without_allows(present: set[str], bundle: dict[str, int]) -> bool:
+    ranks = {bundle[n] for n in present}
+    return any(bundle[n] < max(ranks) and n not in present for n in bundle) if ranks else False
+
+
+def _snapshot(lab: LabClient, names: set[str]) -> dict[str, set[str]]:
+    return _managed(lab, names)
+
+
+def _kill_lab_apiserver() -> None:
+    pid = controlplane.running("kube-apiserver")
+    assert pid is not None, "the lab's kube-apiserver is not running"
+    os.killpg(pid, signal.SIGKILL)
+    controlplane.stop_process("kube-apiserver")  # reaps it and removes the pid file
+
+
+def _lab_up() -> None:
+    up = subprocess.run([sys.executable, "-m", "tests.lab", "up"], capture_output=True,
+                        text=True, timeout=600, check=False)
+    assert up.returncode == 0, up.stderr
+
+
+def test_lab_apiserver_killed_mid_uninstall_never_leaves_a_deny_without_its_allows(
+        lab: LabClient, many_namespaces: tuple[str, list[str]]) -> None:
+    """Uninstall deletes, per namespace, the default deny first and the allows after it. The
+    lab's kube-apiserver gets SIGKILL in the middle of 120 namespaces: at no point seen from the
+    outside, and not in what is left, does a namespace hold a deny without its allows. Deletions
+    in flight are reported "unknown" (the server may have acted), never "failed"; the lab is
+    brought back and a rerun converges."""
+    selector, names = many_namespaces
+    name_set = set(names)
+    applied = subprocess.run(
+        [*NETISO, "--kubeconfig", str(lab.kubeconfig), "apply", "--selector", selector],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert applied.returncode == 0, applied.stderr
+    bundle = {str(o["metadata"]["name"]): safety_rank(o) for o in render_bundle(
+        load_values(None, namespaces=[names[0]]), [names[0]])}
+    assert len(bundle) == BUNDLE_SIZE
+    total = NAMESPACES * BUNDLE_SIZE
+    assert sum(len(v) for v in _snapshot(lab, name_set).values()) == total
+
+    proc = subprocess.Popen(
+        [*NETISO, "--kubeconfig", str(lab.kubeconfig), "-o", "json", "uninstall",
+         "--selector", selector],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    bad: list[tuple[str, set[str]]] = []
+    killed = False
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            seen = _snapshot(lab, name_set)
+            bad += [(ns, have) for ns, have in seen.items()
+                    if _closed_without_allows(have, bundle)]
+            if sum(len(v) for v in seen.values()) <= total * 3 // 4:
+                break
+            assert proc.poll() is None, "uninstall ended before the kill"
+            assert time.monotonic() < deadline, "uninstall made no progress"
+            time.sleep(0.02)
+        _kill_lab_apiserver()
+        killed = True
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if killed:
+            _lab_up()
+
+    print(stderr.strip().splitlines()[-1])  # shown with `pytest -s`: the README sample
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    doc = json.loads(stdout)
+    s = doc["summary"]
+    assert doc["failed"] == [], doc["failed"]  # a lost connection is not a failure
+    assert s["notAttempted"] > 0
+    assert all(t["readBack"] == "could not read back" for t in doc["unknown"])
+    assert doc["readBackError"] and "cannot reach the API server" in doc["readBackError"]
+    assert stderr.strip().splitlines()[-1].startswith("netiso: error: deleted ")
+
+    left = _snapshot(lab, name_set)
+    assert bad == []
+    assert [ns for ns, have in left.items() if _closed_without_allows(have, bundle)] == []
+    deleted = {(t["namespace"], t["name"]) for t in doc["deleted"]}
+    for ns, name in deleted:
+        assert name not in left[ns], (ns, name)
+    assert 0 < sum(len(v) for v in left.values()) < total
+
+    rerun = subprocess.run(
+        [*NETISO, "--kubeconfig", str(lab.kubeconfig), "-o", "json", "uninstall",
+         "--selector", selector], capture_output=True, text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["summary"]["deleted"] == sum(len(v) for v in left.values())
+    assert sum(len(v) for v in _snapshot(lab, name_set).values()) == 0

@@ -74,7 +74,7 @@ def test_status_in_sync_drifted_missing_and_foreign(lab: LabClient, namespace: s
     table = netiso(lab, "status", "-n", namespace)
     assert table.returncode == 0
     assert "drifted" in table.stdout
-    assert "foreign policy team-allow-web (1 pods)" in table.stdout
+    assert "foreign policy team-allow-web (1 pod)" in table.stdout
     assert "enforcement: unknown" in table.stdout
 
     # apply repairs it; kubectl's patch made kubectl-patch co-owner of spec.podSelector, so

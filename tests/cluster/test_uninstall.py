@@ -98,9 +98,21 @@ def test_uninstall_removes_only_what_netiso_created(lab: LabClient, namespace: s
         probe = lab.core.list_namespace(field_selector=f"metadata.name={probe_ns}").items
         assert not probe or probe[0].status.phase == "Terminating"
 
+        # A rerun is a no-op that succeeds: nothing left to delete, the probe namespace (if
+        # still Terminating) and its contents reported as already being deleted.
         again = netiso(lab, "-o", "json", "uninstall", *scope)
-        assert json.loads(again.stdout)["summary"]["deleted"] == 0 or all(
-            t["kind"] == "Namespace" for t in json.loads(again.stdout)["deleted"])
+        assert again.returncode == 0, again.stderr
+        rerun: dict[str, Any] = json.loads(again.stdout)
+        assert rerun["deleted"] == []
+        assert rerun["summary"] == {"deleted": 0, "skipped": len(rerun["skipped"]), "failed": 0,
+                                    "unknown": 0, "notAttempted": 0}
+        reasons = {(t["kind"], t["namespace"], t["name"]): t["reason"] for t in rerun["skipped"]}
+        assert "not written by netiso" in reasons[("NetworkPolicy", namespace,
+                                                   "netiso-lookalike")]
+        assert {why for key, why in reasons.items()
+                if key != ("NetworkPolicy", namespace, "netiso-lookalike")} <= {
+            "already being deleted"}
+        assert _names(lab, namespace) == {"team-policy", "netiso-lookalike"}
     finally:
         for ns in (second, probe_ns):
             with contextlib.suppress(Exception):

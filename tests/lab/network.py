@@ -127,6 +127,38 @@ CONTAINER_CAPS = (
 )
 
 
+# What a container may have beyond CONTAINER_CAPS when its securityContext asks for it
+# (`privileged: true` or `capabilities.add`): a hostNetwork CNI or policy agent (calico-node's
+# felix) programs routes, iptables and ipsets, which in the lab are its node netns' own. Never
+# SYS_ADMIN (setns into the host's namespaces, mounts), SYS_MODULE, SYS_PTRACE, SYS_RAWIO, MKNOD,
+# BPF...: those reach beyond the lab's namespaces, so no pod gets them, privileged or not.
+GRANTABLE_CAPS = ("net_admin", "net_raw", "ipc_lock", "sys_resource")
+
+
+def container_caps(security_context: dict[str, object] | None) -> tuple[str, ...]:
+    """The capability set of a container: the runtime default (CONTAINER_CAPS) with its
+    securityContext's drop/add applied, additions limited to GRANTABLE_CAPS; `privileged` adds
+    NET_ADMIN (the part of "privileged" the lab can give without leaving its namespaces)."""
+    ctx = security_context or {}
+    caps_spec = ctx.get("capabilities") if isinstance(ctx.get("capabilities"), dict) else {}
+    assert isinstance(caps_spec, dict)
+
+    def names(key: str) -> set[str]:
+        raw = caps_spec.get(key) or []
+        out = {str(c).lower().removeprefix("cap_") for c in raw if isinstance(raw, list)}
+        return out
+
+    caps = set(CONTAINER_CAPS)
+    drop = names("drop")
+    caps = set() if "all" in drop else caps - drop
+    add = names("add")
+    if ctx.get("privileged") is True:
+        add |= {"net_admin", "net_raw"}
+    caps |= add & (set(CONTAINER_CAPS) | set(GRANTABLE_CAPS))
+    order = dict.fromkeys((*CONTAINER_CAPS, *GRANTABLE_CAPS))
+    return tuple(c for c in order if c in caps)
+
+
 class LabNetworkError(RuntimeError):
     """A plumbing command failed; the message carries the command and its stderr."""
 
@@ -420,7 +452,7 @@ def pod_exec_argv(
     workdir: str | None = None,
     mounts: str = "",
     new_root: str | None = None,
-    privileged: bool = False,
+    caps: Sequence[str] = CONTAINER_CAPS,
 ) -> list[str]:
     """Argv that runs a container's process in its pod netns with a private mount+UTS namespace.
 
@@ -441,11 +473,8 @@ def pod_exec_argv(
             ""]
     if new_root:
         init = [_ROOT_INIT, "root-init", new_root, *init]
-    # securityContext.privileged keeps every capability (calico-node programs its node's iptables,
-    # routes and sysctls, as it does with a runtime); any other container drops to CONTAINER_CAPS.
-    caps = [] if privileged else setpriv_argv()
     return [IP, "netns", "exec", netns, "/bin/busybox", "unshare", "-u", "/bin/busybox", "sh",
-            "-c", *init, *caps, *argv]
+            "-c", *init, *setpriv_argv(caps), *argv]
 
 
 # Shell helpers of the container init. Their variables are named __nlab_*: the container's
@@ -543,20 +572,21 @@ def with_launch_fd(argv: list[str], fd: int) -> list[str]:
     return [*argv[: at + 7], str(int(fd)), *argv[at + 8 :]]
 
 
-def setpriv_argv() -> list[str]:
-    """The prefix that drops a process to CONTAINER_CAPS before it execs the given argv.
+def setpriv_argv(caps: Sequence[str] = CONTAINER_CAPS) -> list[str]:
+    """The prefix that drops a process to `caps` (CONTAINER_CAPS by default, see
+    container_caps) before it execs the given argv.
 
     The bounding set is what limits root: at exec a uid-0 process gets bounding-set capabilities
     only. Inheritable and ambient sets are cleared so nothing is passed on otherwise, and
     no_new_privs keeps setuid binaries and file capabilities from adding any back.
     """
-    keep = ",".join(f"+{cap}" for cap in CONTAINER_CAPS)
+    keep = "".join(f",+{cap}" for cap in caps)
     return [
         SETPRIV,
         "--nnp",
         "--inh-caps=-all",
         "--ambient-caps=-all",
-        f"--bounding-set=-all,{keep}",
+        f"--bounding-set=-all{keep}",
         "--",
     ]
 

@@ -941,7 +941,7 @@ class PodWorker(threading.Thread):
             workdir=c.spec.get("workingDir"),
             mounts=plan.script,
             new_root=str(rootfs) if plan.new_root else None,
-            privileged=bool((c.spec.get("securityContext") or {}).get("privileged")),
+            caps=network.container_caps(c.spec.get("securityContext")),
         )
         # The init closes its end of this pipe just before it execs the container's process:
         # EOF says "launched" (or dead), and only then is the container reported running.

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netiso.bundle import render_bundle
-from netiso.config import PROVIDERS, load_values
+from netiso.config import load_values
 from netiso.errors import UsageError
+from netiso.profiles import PROVIDERS
 
 # Same pin as the lab (tests/lab/build.py K8S_VERSION): one download serves both.
 K8S_VERSION = os.environ.get("NETISO_K8S_VERSION", "v1.37.2")

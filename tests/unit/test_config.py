@@ -12,10 +12,10 @@ from hypothesis import strategies as st
 from netiso.config import (
     DEFAULT_APP_PORTS,
     EXCLUDE_LABEL,
-    SYSTEM_NAMESPACES,
     PolicyKey,
     PortSpec,
-    Provider,
+    Skipped,
+    SkipReason,
     Values,
     _At,
     load_values,
@@ -23,6 +23,7 @@ from netiso.config import (
     select_namespaces,
 )
 from netiso.errors import UsageError
+from netiso.profiles import SYSTEM_NAMESPACES, Provider
 
 
 def values_file(tmp_path: Path, text: str) -> Path:
@@ -165,6 +166,14 @@ def test_exact_error_lines(tmp_path: Path) -> None:
     )
     f = values_file(tmp_path, "namespaces: {include: [ok, kube-public]}\n")
     assert _error(path=f).startswith(f"{f}: namespaces.include[1]: 'kube-public' is a system")
+    # An article that fits what follows ("is a excluded" was the old text).
+    f = values_file(tmp_path, "namespaces: {include: [team-a], exclude: ['team-*']}\n")
+    assert _error(path=f) == (
+        f"{f}: namespaces.include[0]: 'team-a' is an excluded namespace (pattern 'team-*', "
+        "namespaces.exclude); netiso does not isolate it by default; "
+        "allowed: pass --force to target it anyway")
+    assert "'amazon-x' is an eks system namespace (amazon-*);" in _error(
+        path=None, provider="eks", namespaces=["amazon-x"])
     assert "cannot be combined" in _error(path=None, namespaces=["a"], selector="b=c")
     assert "empty label selector" in _error(path=None, selector="  ")
 
@@ -228,11 +237,11 @@ CLUSTER = {
 def test_select_all_but_system() -> None:
     targets, skipped = select_namespaces(load_values(None, provider="eks"), CLUSTER)
     assert targets == ["default", "legacy-1", "production", "staging"]
-    reasons = dict(skipped)
-    assert reasons["kube-system"] == "system namespace"
-    assert reasons["calico-system"] == "system namespace"
-    assert reasons["amazon-cloudwatch"] == "eks system namespace (amazon-*)"
-    assert reasons["opted-out"] == f"labelled {EXCLUDE_LABEL}=true"
+    reasons = {s.namespace: (s.reason, s.detail) for s in skipped}
+    assert reasons["kube-system"] == (SkipReason.EXCLUDED, "system namespace")
+    assert reasons["calico-system"] == (SkipReason.EXCLUDED, "system namespace")
+    assert reasons["amazon-cloudwatch"] == (SkipReason.EXCLUDED, "eks system namespace (amazon-*)")
+    assert reasons["opted-out"] == (SkipReason.OPTED_OUT, f"labelled {EXCLUDE_LABEL}=true")
     # generic does not know about amazon-*
     targets, _ = select_namespaces(load_values(None), CLUSTER)
     assert "amazon-cloudwatch" in targets
@@ -242,17 +251,20 @@ def test_select_by_selector_and_user_exclusions(tmp_path: Path) -> None:
     f = values_file(tmp_path, "namespaces: {selector: team=a, exclude: ['legacy-*']}\n")
     targets, skipped = select_namespaces(load_values(f), CLUSTER)
     assert targets == ["production"]
-    reasons = dict(skipped)
-    assert reasons["staging"] == "does not match selector 'team=a'"
-    assert reasons["legacy-1"] == "excluded by pattern 'legacy-*' (namespaces.exclude)"
-    assert reasons["opted-out"].startswith("labelled")
+    reasons = {s.namespace: (s.reason, s.detail) for s in skipped}
+    assert reasons["staging"] == (SkipReason.NOT_SELECTED, "does not match selector 'team=a'")
+    assert reasons["legacy-1"] == (SkipReason.EXCLUDED,
+                                   "excluded by pattern 'legacy-*' (namespaces.exclude)")
+    assert reasons["opted-out"][0] is SkipReason.OPTED_OUT
+    assert reasons["opted-out"][1].startswith("labelled")
 
 
 def test_select_explicit() -> None:
     v = load_values(None, namespaces=["staging", "opted-out", "production"])
     targets, skipped = select_namespaces(v, CLUSTER)
     assert targets == ["production", "staging"]
-    assert skipped == [("opted-out", f"labelled {EXCLUDE_LABEL}=true")]
+    assert skipped == [
+        Skipped("opted-out", SkipReason.OPTED_OUT, f"labelled {EXCLUDE_LABEL}=true")]
     with pytest.raises(UsageError, match="'nope' not found in the cluster"):
         select_namespaces(load_values(None, namespaces=["nope"]), CLUSTER)
 
@@ -423,3 +435,43 @@ def test_empty_label_key_names_the_selector(tmp_path: Path) -> None:
 def test_empty_unknown_key_names_its_parent(tmp_path: Path) -> None:
     f = values_file(tmp_path, "namespaces: {'': 1}\n")
     assert _error(path=f).startswith(f"{f}: namespaces: unknown key ''; allowed: include, ")
+
+
+def test_one_selector_implementation() -> None:
+    """The values' selector is the evaluator's LabelSelector (matching included), not a copy."""
+    from netiso.policy.selectors import LabelSelector as EvaluatorSelector
+
+    sel = parse_selector("team=a,env notin (dev),!legacy", _At("x"))
+    assert isinstance(sel, EvaluatorSelector)
+    assert sel.text == "team=a,env notin (dev),!legacy"
+    assert sel.matches({"team": "a"})  # NotIn matches a missing key, as the API says
+    assert not sel.matches({"team": "a", "env": "dev"})
+    assert not sel.matches({"team": "a", "legacy": ""})
+
+
+@pytest.mark.parametrize("name", ["web-", "-web", "we--b", "8080", "a" * 16, "web\n", "Web"])
+def test_bad_port_names_refused_by_values_and_evaluator(name: str) -> None:
+    """One rule for a named port (IANA_SVC_NAME) in the values file and in simulate's loader."""
+    from netiso.config import _port
+    from netiso.policy import PolicyInputError, is_port_name, load_objects
+
+    assert not is_port_name(name)
+    if not name.isdigit():
+        with pytest.raises(UsageError):
+            _port(name, _At("x"))
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "n"},
+           "spec": {"containers": [{"ports": [{"containerPort": 80, "name": name}]}]}}
+    with pytest.raises(PolicyInputError):
+        load_objects([pod])
+
+
+@pytest.mark.parametrize("name", ["web", "http-alt", "a1", "x" * 15])
+def test_good_port_names_accepted_by_values_and_evaluator(name: str) -> None:
+    from netiso.config import _port
+    from netiso.policy import is_port_name, load_objects
+
+    assert is_port_name(name)
+    assert _port(name, _At("x")) == PortSpec(name, "TCP")
+    pod = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "n"},
+           "spec": {"containers": [{"ports": [{"containerPort": 80, "name": name}]}]}}
+    assert load_objects([pod]).pods[0].ports[0].name == name

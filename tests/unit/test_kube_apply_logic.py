@@ -4,15 +4,29 @@ run logic (concurrency, stop conditions, reports) against a fake API server in m
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import pytest
 
-from netiso.bootstrap.apply import (
+from netiso.bundle import render_bundle
+from netiso.config import Skipped, SkipReason, load_values
+from netiso.errors import ExitCode, NetisoError
+from netiso.kube import (
+    Denied,
+    Forbidden,
+    KubeError,
+    MissingResourceType,
+    Request,
+    Unauthorized,
+    Unreachable,
+)
+from netiso.ops.apply import (
     Action,
+    ApplyClient,
     ApplyReport,
     NamespaceResult,
     NamespaceState,
@@ -22,33 +36,17 @@ from netiso.bootstrap.apply import (
     classify,
     group_by_namespace,
     incomplete_error,
-    object_diff,
     prune_candidates,
     running_pods_by_namespace,
 )
-from netiso.bootstrap.status import (
-    PolicyState,
-    build_status,
-    normalize_spec,
-    policy_state,
-    selector_matches,
-)
-from netiso.bootstrap.targets import choose_targets
-from netiso.bootstrap.uninstall import Target, is_netiso_created
-from netiso.bootstrap.uninstall import incomplete_error as uninstall_incomplete_error
-from netiso.bootstrap.uninstall import uninstall as run_uninstall
-from netiso.bundle import render_bundle
-from netiso.config import load_values
-from netiso.errors import ExitCode, NetisoError
-from netiso.kube import (
-    Denied,
-    Forbidden,
-    Kube,
-    KubeError,
-    MissingResourceType,
-    Unauthorized,
-    Unreachable,
-)
+from netiso.ops.drift import PolicyState, normalize_spec, object_diff, policy_state
+from netiso.ops.ownership import is_netiso_created
+from netiso.ops.status import build_status
+from netiso.ops.targets import choose_targets
+from netiso.ops.uninstall import Target, UninstallClient
+from netiso.ops.uninstall import incomplete_error as uninstall_incomplete_error
+from netiso.ops.uninstall import uninstall as run_uninstall
+from netiso.policy import label_selector
 
 
 def _np(ns: str, name: str, *, rv: str = "1", labels: dict[str, str] | None = None,
@@ -175,7 +173,8 @@ def test_bundle_policies_in_sync_drifted_missing() -> None:
              "status": {"phase": "Running"}},
             {"metadata": {"name": "d", "namespace": "team-a", "labels": {"app": "db"}},
              "status": {"phase": "Running"}}]
-    report = build_status(desired, ["team-a"], [("kube-system", "system namespace")],
+    report = build_status(desired, ["team-a"],
+                          [Skipped("kube-system", SkipReason.EXCLUDED, "system namespace")],
                           [*live[1:], edited, foreign], pods, server="s", context="c")
     (ns,) = report.namespaces
     assert ns.state is PolicyState.DRIFTED
@@ -187,7 +186,12 @@ def test_bundle_policies_in_sync_drifted_missing() -> None:
     assert doc["skipped"] == [{"namespace": "kube-system", "reason": "system namespace"}]
 
 
+def selector_matches(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
+    return label_selector(selector).matches(labels)
+
+
 def test_selector_matches() -> None:
+    """Status counts a foreign policy's pods with the evaluator's selector (one implementation)."""
     labels = {"app": "web", "tier": "front"}
     assert selector_matches({}, labels)
     assert selector_matches(None, labels)
@@ -267,18 +271,30 @@ def test_terminating_namespaces_are_skipped_with_their_reason() -> None:
                _ns("web", labels={"team": "web"})]
     targets, skipped = choose_targets(load_values(None), cluster)
     assert targets == ["shop", "web"]
-    assert ("gone", "terminating") in skipped
-    assert ("going", "terminating") in skipped
-    assert ("kube-system", "system namespace") in skipped
+    gone = Skipped("gone", SkipReason.TERMINATING, "terminating")
+    assert gone in skipped
+    assert Skipped("going", SkipReason.TERMINATING, "terminating") in skipped
+    assert Skipped("kube-system", SkipReason.EXCLUDED, "system namespace") in skipped
     # Named explicitly or chosen by label, a namespace being deleted is still no target.
     assert choose_targets(load_values(None, namespaces=["gone", "shop"]), cluster) == (
-        ["shop"], [("gone", "terminating")])
+        ["shop"], [gone])
     targets, skipped = choose_targets(load_values(None, selector="team=web"), cluster)
     assert targets == ["web"]
-    assert ("going", "terminating") in skipped
+    assert Skipped("going", SkipReason.TERMINATING, "terminating") in skipped
+    assert Skipped("shop", SkipReason.NOT_SELECTED, "does not match selector 'team=web'") \
+        in skipped
 
 
 # --- the apply run: concurrency and stop conditions (a fake API server) ----------------------
+
+
+class _Response:
+    def __init__(self, status: int, data: bytes) -> None:
+        self.status = status
+        self.data = data
+
+    def read(self) -> bytes:
+        return self.data
 
 
 class FakeKube:
@@ -292,6 +308,7 @@ class FakeKube:
         self.fail = fail or (lambda _verb, _where: None)
         self.objects = objects or {}
         self.applied: list[str] = []
+        self.apply_order: list[str] = []
         self.deleted: list[str] = []
         self.lock = threading.Lock()
 
@@ -303,17 +320,26 @@ class FakeKube:
 
     def list_objects(self, rt: Any, namespace: str | None = None, *,
                      label_selector: str | None = None) -> list[dict[str, Any]]:
-        return copy.deepcopy(self.objects.get(rt.kind, []))
+        if namespace is not None:  # uninstall's read-back: one kind in one namespace
+            self.fail("list", f"{rt.kind}/{namespace}/")
+        return [copy.deepcopy(o) for o in self.objects.get(rt.kind, [])
+                if namespace in (None, o["metadata"].get("namespace"))]
 
-    def apply(self, obj: dict[str, Any], *, dry_run: bool = False, force: bool = False
-              ) -> dict[str, Any]:
-        ns = obj["metadata"]["namespace"]
+    def request(self, method: str, path: str, req: Request, *,
+                query: Sequence[tuple[str, str]] = (), body: Any = None,
+                content_type: str | None = None, timeout: float | None = None,
+                stream: bool = False) -> Any:
+        """Only what server-side apply sends: a PATCH answered 201 (created) or 200."""
+        assert (method, content_type, stream) == ("PATCH", "application/apply-patch+yaml", True)
+        assert ("fieldManager", "netiso") in query
+        ns = body["metadata"]["namespace"]
         with self.lock:
             self.applied.append(ns)
+            self.apply_order.append(f"{ns}/{body['metadata']['name']}")
         self.fail("apply", ns)
-        out = copy.deepcopy(obj)
+        out = copy.deepcopy(body)
         out["metadata"]["resourceVersion"] = "1"
-        return out
+        return _Response(201, json.dumps(out).encode())
 
     def delete(self, rt: Any, name: str, namespace: str | None = None, *,
                dry_run: bool = False, uid: str | None = None) -> bool:
@@ -324,13 +350,18 @@ class FakeKube:
         return True
 
 
+def _uninstall_client(fake: FakeKube) -> UninstallClient:
+    return fake  # type-checked: the fake must satisfy the Protocol uninstall is written against
+
+
 NAMES = [f"ns-{i}" for i in range(6)]
 
 
 def _run_apply(fake: FakeKube, on_namespace: Callable[[NamespaceResult], None] | None = None,
                workers: int = 2) -> tuple[ApplyReport, NetisoError | None]:
     desired = render_bundle(load_values(None, namespaces=NAMES), NAMES)
-    return apply_bundle(cast(Kube, fake), desired, NAMES, workers=workers,
+    client: ApplyClient = fake
+    return apply_bundle(client, desired, NAMES, workers=workers,
                         on_namespace=on_namespace)
 
 
@@ -445,7 +476,7 @@ def _rows(items: list[Target]) -> list[str]:
 
 def test_uninstall_reports_namespace_contents_only_once_the_namespace_went() -> None:
     fake = FakeKube(objects=LEFTOVERS)
-    report = run_uninstall(cast(Kube, fake), workers=1)
+    report = run_uninstall(_uninstall_client(fake), workers=1)
     assert report.complete
     # Contents of the probe namespace were not deleted one by one: they went with it.
     assert fake.deleted == ["NetworkPolicy/team/netiso-default-deny-ingress", "Pod/team/probe",
@@ -461,7 +492,7 @@ def test_uninstall_namespace_refused_leaves_its_contents_not_deleted() -> None:
             raise KubeError("API request failed (409 Conflict) for: delete namespaces",
                             status=409)
 
-    report = run_uninstall(cast(Kube, FakeKube(fail, LEFTOVERS)), workers=1)
+    report = run_uninstall(_uninstall_client(FakeKube(fail, LEFTOVERS)), workers=1)
     assert not report.complete
     assert _rows(report.deleted) == ["NetworkPolicy/team/netiso-default-deny-ingress",
                                      "Pod/team/probe"]
@@ -469,22 +500,29 @@ def test_uninstall_namespace_refused_leaves_its_contents_not_deleted() -> None:
     assert _rows(report.not_attempted) == ["Pod/netiso-probe/probe-client",
                                            "ConfigMap/netiso-probe/probe-config"]
     doc = report.to_json()
-    assert doc["summary"] == {"deleted": 2, "skipped": 0, "failed": 1, "notAttempted": 2}
+    assert doc["summary"] == {"deleted": 2, "skipped": 0, "failed": 1, "unknown": 0,
+                              "notAttempted": 2}
     err = uninstall_incomplete_error(report)
     assert "deleted 2 of 5 objects" in err.one_line()
     assert "409 Conflict" in err.one_line()
 
 
 def test_uninstall_keeps_its_report_when_the_server_goes_away() -> None:
+    """The DELETE whose connection dropped may have happened: "unknown", not failed, and the
+    read-back (the server still gone) says it could not tell."""
     def fail(verb: str, where: str) -> None:
         if where.startswith("NetworkPolicy/"):
             raise Unreachable("cannot reach the API server at https://fake:6443")
 
     fake = FakeKube(fail, LEFTOVERS)
-    report = run_uninstall(cast(Kube, fake), workers=1)
+    report = run_uninstall(_uninstall_client(fake), workers=1)
     assert report.deleted == []
-    assert _rows([t for t, _ in report.failed]) == [
-        "NetworkPolicy/team/netiso-default-deny-ingress"]
+    assert report.failed == []
+    assert [(_rows([t])[0], rb.value) for t, rb in report.unknown] == [
+        ("NetworkPolicy/team/netiso-default-deny-ingress", "could not read back")]
+    assert report.read_back_error is not None
+    assert "https://fake:6443" in report.read_back_error
+    assert not report.complete
     # Nothing after the dead server was tried, and all of it is accounted for.
     assert fake.deleted == ["NetworkPolicy/team/netiso-default-deny-ingress"]
     assert sorted(_rows(report.not_attempted)) == sorted([

@@ -231,15 +231,14 @@ def test_termination_paths_stay_inside_private_mounts(path: str, ok: bool) -> No
 
 def test_pod_exec_argv_execs_the_container_process_last() -> None:
     argv = network.pod_exec_argv("netiso-pod-x", ["sh", "-c", "true"], hostname="p", workdir="/w")
-    caps = network.setpriv_argv()
-    n = len(caps)
     assert argv[:4] == [network.IP, "netns", "exec", "netiso-pod-x"]
-    # The container process runs through setpriv (CONTAINER_CAPS), after the init's arguments.
-    assert argv[-3 - n:] == [*caps, "sh", "-c", "true"]
-    assert argv[-9 - n:-3 - n] == ["p", "", "", "/w", "", ""]
+    setpriv = network.setpriv_argv()
+    assert argv[-3 - len(setpriv):] == [*setpriv, "sh", "-c", "true"]
+    cut = argv[: -3 - len(setpriv)]
+    assert cut[-6:] == ["p", "", "", "/w", "", ""]
     # The launch pipe: the init closes that fd just before its exec (the agent's "running").
-    assert network.with_launch_fd(argv, 7)[-9 - n:] == ["p", "", "", "/w", "", "7", *caps, "sh",
-                                                       "-c", "true"]
+    launched = network.with_launch_fd(argv, 7)
+    assert launched[: -3 - len(setpriv)][-6:] == ["p", "", "", "/w", "", "7"]
     init = argv[argv.index("-c") + 1]
     assert init.rstrip().splitlines()[-1] == 'exec "$@"'
     # With its own root view, a first stage builds it and re-runs the same init inside it.
@@ -247,14 +246,27 @@ def test_pod_exec_argv_execs_the_container_process_last() -> None:
                                    new_root="/var/tmp/r")
     at = rooted.index("-c")
     assert rooted[at + 2:at + 4] == ["root-init", "/var/tmp/r"]
-    assert rooted[at + 4] == init and rooted[-3 - n:] == ["nlab_mkdir /x", "", *caps, "true"]
+    assert rooted[at + 4] == init
+    assert rooted[-2 - len(setpriv):] == ["", *setpriv, "true"]
+    assert rooted[-3 - len(setpriv)] == "nlab_mkdir /x"
 
 
-def test_a_privileged_container_keeps_its_capabilities() -> None:
-    # securityContext.privileged (calico-node): no setpriv between the init and the process.
-    argv = network.pod_exec_argv("netiso-node-1", ["calico-node", "-felix"], privileged=True)
-    assert network.SETPRIV not in argv
-    assert argv[-8:] == ["", "", "", "", "", "", "calico-node", "-felix"]
+def test_privileged_gets_net_admin_and_nothing_that_leaves_the_lab() -> None:
+    assert network.container_caps(None) == network.CONTAINER_CAPS
+    privileged = network.container_caps({"privileged": True})
+    assert set(privileged) == set(network.CONTAINER_CAPS) | {"net_admin"}
+    added = network.container_caps({"capabilities": {"add": ["NET_ADMIN", "SYS_ADMIN",
+                                                             "CAP_SYS_MODULE", "NET_RAW"]}})
+    assert "net_admin" in added and "sys_admin" not in added and "sys_module" not in added
+    assert network.container_caps({"capabilities": {"drop": ["ALL"]}}) == ()
+    assert network.container_caps({"capabilities": {"drop": ["ALL"],
+                                                    "add": ["NET_BIND_SERVICE"]}}) == (
+        "net_bind_service",)
+    dropped = network.container_caps({"capabilities": {"drop": ["KILL"]}})
+    assert "kill" not in dropped and "chown" in dropped
+    for caps in (privileged, added):
+        bounding = network.setpriv_argv(caps)[4]
+        assert bounding.startswith("--bounding-set=-all,") and "+sys_admin" not in bounding
 
 
 def test_containers_lose_every_capability_that_reaches_beyond_the_pod() -> None:

@@ -272,8 +272,8 @@ def test_matrix_table_and_json_agree_with_per_flow_evaluate(
     objs = [*MATRIX_WORLD, done]
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump_all(objs))
-    from netiso.commands.simulate import FlowResult
     from netiso.policy import Cluster, Engine
+    from netiso.policy.flows import FlowResult
 
     eng = Engine(Cluster.from_objects(objs))
     running = [p for p in eng.cluster.pods if not p.finished]

@@ -6,17 +6,18 @@ Design decisions:
   identity (an auditor, a CI check). Hence drift is computed locally instead of by server-side
   dry-run: both sides are normalised the way the API server defaults a NetworkPolicy (a port
   without protocol is TCP; ``policyTypes`` derived from the rules; empty lists and nulls are the
-  same as absent) and then compared field by field. The labels netiso sets must be present;
-  labels or annotations others add are not drift.
+  same as absent) and then compared field by field (``ops.drift``). The labels netiso sets must
+  be present; labels or annotations others add are not drift.
 * **Three reads for the whole cluster**: namespaces, NetworkPolicies and pods, each one LIST.
-* **Ownership is apply's.** A policy is netiso's (and, outside the bundle, "stale") only by
-  ``is_netiso_created``, the two marks prune and uninstall require: the managed-by label *and*
-  field manager ``netiso``. A policy someone labelled by hand is not pruned, so calling it
-  stale would promise a removal that never comes; it is a foreign policy.
+* **Ownership is apply's** (``ops.ownership``). A policy is netiso's (and, outside the
+  bundle, "stale") only by ``is_netiso_created``, the two marks prune and uninstall require: the
+  managed-by label *and* field manager ``netiso``. A policy someone labelled by hand is not
+  pruned, so calling it stale would promise a removal that never comes; it is a foreign policy.
 * **Foreign policies** are NetworkPolicies that are neither netiso's nor named like a bundle
   policy (those are compared above) and whose podSelector selects at least one pod of the
   namespace: they widen or narrow what the bundle allows, so an operator reading "in sync"
-  should see them beside it.
+  should see them beside it. "Selects" is the evaluator's label-selector matching
+  (``policy.label_selector``), the one implementation netiso has.
 * **Enforcement** is reported as "unknown": whether the dataplane enforces policies is the
   providers' answer (``netiso detect``), not something the policy objects can show.
 """
@@ -26,114 +27,24 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
-from netiso.bootstrap.apply import is_netiso_created
+from netiso.config import Skipped
 from netiso.kube import Kube
+from netiso.ops.drift import PolicyState, policy_state
+from netiso.ops.ownership import field_managers, is_netiso_created
+from netiso.policy import LabelSelector, PolicyInputError, label_selector
+
+__all__ = ["NamespaceStatus", "PolicyState", "StatusReport", "build_status", "read_status"]
 
 
-class PolicyState(StrEnum):
-    IN_SYNC = "in sync"
-    DRIFTED = "drifted"
-    MISSING = "missing"
-    STALE = "stale"  # written by netiso but no longer in the bundle: `apply --prune` removes it
-
-
-# --- pure helpers ---------------------------------------------------------------------------
-
-
-def _prune_empty(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            pv = _prune_empty(v)
-            if pv is None or pv == []:
-                continue
-            out[k] = pv
-        return out
-    if isinstance(value, list):
-        return [_prune_empty(v) for v in value]
-    return value
-
-
-def normalize_spec(spec: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A NetworkPolicy spec as the API server would store it (for comparison)."""
-    norm: dict[str, Any] = _prune_empty(dict(spec or {}))
-    for direction in ("ingress", "egress"):
-        for rule in norm.get(direction) or []:
-            for port in rule.get("ports") or []:
-                port.setdefault("protocol", "TCP")
-    if "policyTypes" not in norm:
-        # The API server's defaulting (SetDefaults_NetworkPolicy): Ingress always, Egress when
-        # egress rules are present.
-        types = ["Ingress"]
-        if norm.get("egress"):
-            types.append("Egress")
-        norm["policyTypes"] = types
-    norm.setdefault("podSelector", {})
-    return norm
-
-
-def spec_differences(desired: Mapping[str, Any], live: Mapping[str, Any], path: str = "spec"
-                     ) -> list[str]:
-    """The paths where two normalised values differ (for a one-line drift reason)."""
-    if isinstance(desired, Mapping) and isinstance(live, Mapping):
-        out: list[str] = []
-        for key in sorted(set(desired) | set(live)):
-            if key not in live:
-                out.append(f"{path}.{key} missing")
-            elif key not in desired:
-                out.append(f"{path}.{key} added")
-            else:
-                out.extend(spec_differences(desired[key], live[key], f"{path}.{key}"))
-        return out
-    if isinstance(desired, list) and isinstance(live, list):
-        if len(desired) != len(live):
-            return [f"{path} has {len(live)} entries, bundle has {len(desired)}"]
-        out = []
-        for i, (d, v) in enumerate(zip(desired, live, strict=True)):
-            out.extend(spec_differences(d, v, f"{path}[{i}]"))
-        return out
-    return [] if desired == live else [f"{path} changed"]
-
-
-def policy_state(desired: Mapping[str, Any], live: Mapping[str, Any] | None
-                 ) -> tuple[PolicyState, list[str]]:
-    if live is None:
-        return PolicyState.MISSING, []
-    reasons = spec_differences(normalize_spec(desired.get("spec")),
-                               normalize_spec(live.get("spec")))
-    want_labels = (desired.get("metadata") or {}).get("labels") or {}
-    have_labels = (live.get("metadata") or {}).get("labels") or {}
-    for key, value in sorted(want_labels.items()):
-        if have_labels.get(key) != value:
-            reasons.append(f"label {key} is {have_labels.get(key)!r}, bundle has {value!r}")
-    want_notes = (desired.get("metadata") or {}).get("annotations") or {}
-    have_notes = (live.get("metadata") or {}).get("annotations") or {}
-    for key, value in sorted(want_notes.items()):
-        if have_notes.get(key) != value:
-            reasons.append(f"annotation {key} differs from the bundle")
-    return (PolicyState.DRIFTED, reasons) if reasons else (PolicyState.IN_SYNC, [])
-
-
-def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
-    """A metav1.LabelSelector against labels; {} selects everything."""
-    sel = selector or {}
-    for key, value in (sel.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in sel.get("matchExpressions") or []:
-        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
+def _pod_selector(policy: Mapping[str, Any]) -> LabelSelector | None:
+    """The policy's podSelector; None (selects no pod) for one the evaluator cannot read,
+    which the API server would not have stored."""
+    try:
+        return label_selector((policy.get("spec") or {}).get("podSelector"))
+    except PolicyInputError:
+        return None
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -190,7 +101,7 @@ class StatusReport:
     server: str
     context: str | None
     namespaces: list[NamespaceStatus]
-    skipped: list[tuple[str, str]]
+    skipped: list[Skipped]
     enforcement: str = "unknown"
 
     @property
@@ -211,14 +122,14 @@ class StatusReport:
                         "drifted": counts.get(PolicyState.DRIFTED.value, 0),
                         "missing": counts.get(PolicyState.MISSING.value, 0)},
             "namespaces": [ns.to_json() for ns in self.namespaces],
-            "skipped": [{"namespace": n, "reason": r} for n, r in self.skipped],
+            "skipped": [s.to_json() for s in self.skipped],
         }
 
 
 def build_status(
     desired: Sequence[Mapping[str, Any]],
     targets: Sequence[str],
-    skipped: Sequence[tuple[str, str]],
+    skipped: Sequence[Skipped],
     policies: Sequence[Mapping[str, Any]],
     pods: Sequence[Mapping[str, Any]],
     *,
@@ -226,8 +137,6 @@ def build_status(
     context: str | None,
 ) -> StatusReport:
     """The status report from already-read cluster state. Pure."""
-    from netiso.kube import field_managers
-
     target_set = set(targets)
     live: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for pol in policies:
@@ -258,8 +167,9 @@ def build_status(
                 rows.append(PolicyStatus(name, PolicyState.STALE,
                                          ["not in the bundle; `netiso apply` prunes it"]))
                 continue
-            selector = (pol.get("spec") or {}).get("podSelector")
-            selected = sum(1 for lab in pod_labels[ns] if selector_matches(selector, lab))
+            selector = _pod_selector(pol)
+            selected = sum(1 for lab in pod_labels[ns]
+                           if selector is not None and selector.matches(lab))
             if selected:
                 foreign.append(ForeignPolicy(name, selected, field_managers(pol)))
         namespaces.append(NamespaceStatus(ns, rows, foreign, len(pod_labels[ns])))
@@ -267,7 +177,7 @@ def build_status(
 
 
 def read_status(kube: Kube, desired: Sequence[Mapping[str, Any]], targets: Sequence[str],
-                skipped: Sequence[tuple[str, str]]) -> StatusReport:
+                skipped: Sequence[Skipped]) -> StatusReport:
     policies = kube.list_network_policies() if targets else []
     pods = kube.list_pods() if targets else []
     return build_status(desired, targets, skipped, policies, pods,

@@ -14,50 +14,103 @@ Design decisions:
   makes a rerun say "0 changed".
 * **No request for what is already in place.** A real apply skips an object whose live copy
   already equals the rendered one (spec compared after the API server's defaulting, plus
-  netiso's labels and annotations) *and* records a server-side apply by ``netiso``: applying
-  it again could not change it. A rerun over 500 namespaces is then three LISTs, not 2,000
-  PATCHes. Anything that differs, or was written by someone else, still goes to the server.
+  netiso's labels and annotations; ``ops.drift``), records a server-side apply by ``netiso``,
+  *and* whose fields owned by netiso (its managedFields entry) are all still rendered: applying
+  it again could not change it. A field an earlier bundle set and this one does not (an
+  annotation, a label) is owned by netiso, so the object is applied and server-side apply
+  removes the field. A rerun over 500 namespaces is then three LISTs, not 2,000 PATCHes.
+  Anything that differs, or was written by someone else, still goes to the server.
+* **"Created" is the server's word.** An object counts as created only when the API server
+  answered the apply with 201 Created; two applies racing on a new namespace both saw it
+  empty, but only one of them created each object.
+* **Safe order within a namespace** (``ops.order``): allows first, default-denies last, prune
+  in the reverse order, one object after the other, so a run that stops half-way never leaves
+  a namespace closed without its allows.
+* **A write whose answer was lost is "unknown", not failed.** When the connection drops with a
+  request in flight (the API server killed, a network cut, a timeout), the client cannot tell
+  whether the server acted. Such an object is reported ``unknown`` and its namespace too; after
+  the run, one LIST reads back what is there (in place, absent, different) and a namespace whose
+  objects all read back in place is reported applied. When the server still cannot be reached
+  the report says the read-back failed. Namespaces the run never started are "not applied",
+  apart from those that failed.
 * **Namespaces are the unit of work and of failure.** A bounded thread pool applies
   namespaces concurrently (the API server, not the client, is the bottleneck, and a pool keeps
   it busy while Python waits on sockets). A namespace is "applied" only when all its objects
   are. An error every namespace would hit alike (the server unreachable, credentials rejected,
   an RBAC refusal, a resource type not served) stops the run: no further namespace starts, the
-  rest are reported "not attempted", and the error names what was and was not applied.
+  rest are reported "not applied" (never started), and the error names what was and was not
+  applied.
   Server-side apply is idempotent by name, so a rerun converges without duplicates.
-* **Prune is narrow.** Only NetworkPolicies netiso wrote (``is_netiso_created``: the managed-by
-  label *and* field manager ``netiso``, the test status and uninstall use too), in a namespace
-  this run targets, and absent from the rendered bundle, are deleted, with a uid precondition
-  so a same-named object created meanwhile is never hit.
+* **Prune is narrow.** Only NetworkPolicies netiso wrote (``ownership.is_netiso_created``: the
+  managed-by label *and* field manager ``netiso``, the test status and uninstall use too), in a
+  namespace this run targets, and absent from the rendered bundle, are deleted, with a uid
+  precondition so a same-named object created meanwhile is never hit.
 """
 
 from __future__ import annotations
 
-import difflib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
-import yaml
-
-from netiso.bootstrap.pool import run_bounded
+from netiso.config import Skipped
 from netiso.errors import ExitCode, NetisoError, OperationFailed
 from netiso.kube import (
     FIELD_MANAGER,
     NETWORK_POLICY,
-    Kube,
-    field_managers,
-    strip_server_fields,
+    Request,
+    ResourceType,
+    Unreachable,
+    resource_type_of,
 )
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGED_SELECTOR = f"{MANAGED_BY}=netiso"
+from netiso.ops.drift import PolicyState, comparable, object_diff, policy_state
+from netiso.ops.order import apply_order, delete_order
+from netiso.ops.ownership import (
+    applied_by_netiso,
+    is_managed_labelled,
+    is_netiso_created,
+    unset_owned_fields,
+)
+from netiso.ops.pool import run_bounded, summarize_names
 
 LATER_NAMESPACES_NOTE = (
     "namespaces created after this run are not covered until the next `netiso apply`; "
     "run it again (from CI or a CronJob) or target namespaces by label with --selector"
 )
+
+Obj = dict[str, Any]
+
+
+class RawResponse(Protocol):
+    """The parts of an HTTP response ``server_side_apply`` reads (a urllib3 response)."""
+
+    status: int
+
+    def read(self) -> bytes: ...
+
+
+class ApplyClient(Protocol):
+    """What apply needs of a cluster connection (``netiso.kube.Kube`` is one)."""
+
+    server: str
+
+    @property
+    def context(self) -> str | None: ...
+
+    def list_network_policies(self, namespace: str | None = None) -> list[Obj]: ...
+
+    def list_pods(self, namespace: str | None = None) -> list[Obj]: ...
+
+    def request(self, method: str, path: str, req: Request, *,
+                query: Sequence[tuple[str, str]] = (), body: Any = None,
+                content_type: str | None = None, timeout: float | None = None,
+                stream: bool = False) -> Any: ...
+
+    def delete(self, rt: ResourceType, name: str, namespace: str | None = None, *,
+               dry_run: bool = False, uid: str | None = None) -> bool: ...
 
 
 class Action(StrEnum):
@@ -65,13 +118,25 @@ class Action(StrEnum):
     UPDATE = "update"
     UNCHANGED = "unchanged"
     PRUNE = "prune"
+    UNKNOWN = "unknown"  # the request was in flight when the connection dropped
 
 
 class NamespaceState(StrEnum):
     APPLIED = "applied"  # every object applied (or, in a dry run, computed)
     PARTIAL = "partial"  # some objects applied, then an error
     FAILED = "failed"  # nothing applied, an error
+    UNKNOWN = "unknown"  # a write's answer was lost and reading back did not settle it
     NOT_ATTEMPTED = "not-attempted"  # the run stopped before reaching it
+
+
+class ReadBack(StrEnum):
+    """What reading an object back found, after its write's answer was lost."""
+
+    IN_PLACE = "in place"  # present and as rendered (or, for a prune, gone)
+    ABSENT = "absent"  # not there (the apply did not happen)
+    DIFFERS = "differs"  # there, but not as rendered
+    STILL_THERE = "still there"  # a prune that did not happen
+    FAILED = "could not read back"  # the server was still unreachable
 
 
 @dataclass
@@ -81,12 +146,17 @@ class ObjectChange:
     name: str
     action: Action
     diff: str = ""
+    attempted: Action | None = None  # for UNKNOWN: the write that was in flight
+    read_back: ReadBack | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"namespace": self.namespace, "kind": self.kind,
                                "name": self.name, "action": self.action.value}
         if self.diff:
             out["diff"] = self.diff
+        if self.action is Action.UNKNOWN:
+            out["attempted"] = self.attempted.value if self.attempted else None
+            out["readBack"] = self.read_back.value if self.read_back else None
         return out
 
 
@@ -117,7 +187,8 @@ class ApplyReport:
     context: str | None
     prune: bool
     namespaces: list[NamespaceResult]
-    skipped: list[tuple[str, str]]
+    skipped: list[Skipped]
+    read_back_error: str | None = None  # why reading back unknown outcomes failed
 
     def count(self, action: Action) -> int:
         return sum(1 for ns in self.namespaces for c in ns.changes if c.action is action)
@@ -143,15 +214,20 @@ class ApplyReport:
             "summary": {
                 "namespaces": len(self.namespaces),
                 "applied": len(self.in_state(NamespaceState.APPLIED)),
-                "notApplied": len(self.namespaces) - len(self.in_state(NamespaceState.APPLIED)),
+                "partial": len(self.in_state(NamespaceState.PARTIAL)),
+                "failed": len(self.in_state(NamespaceState.FAILED)),
+                "unknown": len(self.in_state(NamespaceState.UNKNOWN)),
+                "notApplied": len(self.in_state(NamespaceState.NOT_ATTEMPTED)),
                 "created": self.count(Action.CREATE),
                 "updated": self.count(Action.UPDATE),
                 "unchanged": self.count(Action.UNCHANGED),
                 "pruned": self.count(Action.PRUNE),
+                "unknownObjects": self.count(Action.UNKNOWN),
                 "changed": self.changed,
             },
             "namespaces": [ns.to_json() for ns in self.namespaces],
-            "skipped": [{"namespace": n, "reason": r} for n, r in self.skipped],
+            "skipped": [s.to_json() for s in self.skipped],
+            "readBackError": self.read_back_error,
             "note": LATER_NAMESPACES_NOTE,
         }
 
@@ -159,32 +235,16 @@ class ApplyReport:
 # --- pure helpers ---------------------------------------------------------------------------
 
 
-def comparable(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """What a diff shows: the object without server bookkeeping."""
-    return strip_server_fields(obj)
-
-
-def object_diff(before: Mapping[str, Any] | None, after: Mapping[str, Any], label: str) -> str:
-    """A unified YAML diff between the live object and what it becomes ('' when equal)."""
-    # libyaml's dumper when present: the pure-Python one costs ~2 ms per object, which is
-    # most of the client's CPU when applying thousands of objects.
-    dumper: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-    old = yaml.dump(comparable(before), Dumper=dumper, sort_keys=True) if before else ""
-    new = yaml.dump(comparable(after), Dumper=dumper, sort_keys=True)
-    if old == new:
-        return ""
-    lines = difflib.unified_diff(
-        old.splitlines(keepends=True), new.splitlines(keepends=True),
-        fromfile=f"live/{label}", tofile=f"bundle/{label}",
-    )
-    return "".join(lines)
-
-
-def classify(before: Mapping[str, Any] | None, after: Mapping[str, Any], *, dry_run: bool
-             ) -> Action:
-    """create / update / unchanged, from the live object and the server's apply answer."""
-    if before is None:
+def classify(before: Mapping[str, Any] | None, after: Mapping[str, Any], *, dry_run: bool,
+             created: bool | None = None) -> Action:
+    """create / update / unchanged, from the live object, the server's apply answer and (when
+    known) whether the server answered 201 Created."""
+    if created:
         return Action.CREATE
+    if before is None:
+        # Without the server's word, a create; with it (not 201), someone else created the
+        # object between our LIST and our apply, and whether ours changed it is not known.
+        return Action.CREATE if created is None else Action.UPDATE
     if dry_run:
         return Action.UNCHANGED if comparable(before) == comparable(after) else Action.UPDATE
     rv_before = (before.get("metadata") or {}).get("resourceVersion")
@@ -194,26 +254,11 @@ def classify(before: Mapping[str, Any] | None, after: Mapping[str, Any], *, dry_
 
 def already_applied(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
     """True when applying ``desired`` again cannot change ``live``: same content after the
-    API server's defaulting, and netiso's own server-side apply recorded on it."""
-    from netiso.bootstrap.status import PolicyState, policy_state
-
-    applied_by_netiso = any(
-        m.get("manager") == FIELD_MANAGER and m.get("operation") == "Apply"
-        for m in (live.get("metadata") or {}).get("managedFields") or []
-    )
-    return applied_by_netiso and policy_state(desired, live)[0] is PolicyState.IN_SYNC
-
-
-def is_netiso_created(obj: Mapping[str, Any]) -> tuple[bool, str]:
-    """(written by netiso?, why not). Both marks: the label can be copied by hand, the field
-    manager is recorded by the API server. Pure."""
-    meta = obj.get("metadata") or {}
-    if (meta.get("labels") or {}).get(MANAGED_BY) != "netiso":
-        return False, "not labelled managed-by netiso"
-    if FIELD_MANAGER not in field_managers(obj):
-        return False, (f"labelled {MANAGED_BY}=netiso but not written by netiso "
-                       f"(managers: {', '.join(field_managers(obj)) or 'none'}); left alone")
-    return True, ""
+    API server's defaulting, netiso's own server-side apply recorded on it, and no field netiso
+    owns that ``desired`` stops setting (applying would remove it)."""
+    return (applied_by_netiso(live)
+            and policy_state(desired, live)[0] is PolicyState.IN_SYNC
+            and not unset_owned_fields(desired, live))
 
 
 def group_by_namespace(objects: Sequence[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -227,11 +272,11 @@ def prune_candidates(
     live_managed: Sequence[Mapping[str, Any]], desired_names: set[str]
 ) -> list[Mapping[str, Any]]:
     """Objects of one namespace netiso wrote (``is_netiso_created``) that the bundle no longer
-    has."""
+    has, in deletion order (default-denies first)."""
     return sorted(
         (o for o in live_managed if o["metadata"]["name"] not in desired_names
          and is_netiso_created(o)[0]),
-        key=lambda o: str(o["metadata"]["name"]),
+        key=delete_order,
     )
 
 
@@ -255,23 +300,18 @@ class ApplyIncomplete(OperationFailed):
         self.exit_code = exit_code
 
 
-def summarize_names(items: Sequence[str], limit: int = 8) -> str:
-    """`a, b, c (+N more)` for an error line; `none` when empty."""
-    if not items:
-        return "none"
-    shown = ", ".join(items[:limit])
-    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
-
-
 def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete:
     applied = report.in_state(NamespaceState.APPLIED)
     partial = report.in_state(NamespaceState.PARTIAL)
+    unknown = report.in_state(NamespaceState.UNKNOWN)
     missing = report.in_state(NamespaceState.FAILED, NamespaceState.NOT_ATTEMPTED)
     verb = "computed" if report.dry_run else "applied"
     parts = [f"{verb} {len(applied)} of {len(report.namespaces)} namespaces"]
     parts.append(f"{verb}: {summarize_names(applied)}")
     if partial:
         parts.append(f"partly {verb}: {summarize_names(partial)}")
+    if unknown:
+        parts.append(f"outcome unknown (could not read back): {summarize_names(unknown)}")
     parts.append(f"not {verb}: {summarize_names(missing)}")
     return ApplyIncomplete(
         "; ".join(parts) + f"; first error: {first.one_line()}",
@@ -286,8 +326,37 @@ def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete
 Progress = Callable[[NamespaceResult], None]
 
 
+def server_side_apply(kube: ApplyClient, obj: Mapping[str, Any], *, dry_run: bool,
+                      force: bool) -> tuple[Obj, bool]:
+    """Server-side apply as field manager ``netiso``: (the object the server holds, whether it
+    answered 201 Created). ``Kube.apply`` returns only the object; the status code is what tells
+    this run's create from another writer's, so the request is sent through ``Kube.request``,
+    which hands back the raw response of a successful call."""
+    rt = resource_type_of(obj)
+    meta = obj.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    namespace = meta.get("namespace") if rt.namespaced else None
+    query = [("fieldManager", FIELD_MANAGER)]
+    if force:
+        query.append(("force", "true"))
+    if dry_run:
+        query.append(("dryRun", "All"))
+    req = Request("patch", rt, namespace, name)
+    resp: RawResponse = kube.request(
+        "PATCH", rt.path(namespace, name), req, query=query, body=dict(obj),
+        content_type="application/apply-patch+yaml", stream=True,
+    )
+    try:
+        data = resp.read()
+    except Exception as exc:  # the transport's own error: the answer was lost mid-body
+        raise Unreachable(
+            f"the API server at {kube.server} dropped the connection ({req.describe()}): {exc}"
+        ) from exc
+    return json.loads(data), resp.status == 201
+
+
 def _apply_namespace(
-    kube: Kube,
+    kube: ApplyClient,
     result: NamespaceResult,
     desired: Sequence[Mapping[str, Any]],
     live_by_name: Mapping[str, Mapping[str, Any]],
@@ -297,38 +366,99 @@ def _apply_namespace(
     prune: bool,
     force_conflicts: bool,
 ) -> None:
-    for obj in sorted(desired, key=lambda o: (str(o.get("kind")), str(o["metadata"]["name"]))):
+    ns = result.namespace
+    for obj in sorted(desired, key=apply_order):
         name = str(obj["metadata"]["name"])
-        before = live_by_name.get(name) if obj.get("kind") == "NetworkPolicy" else None
+        kind = str(obj.get("kind"))
+        before = live_by_name.get(name) if kind == "NetworkPolicy" else None
         if not dry_run and before is not None and already_applied(obj, before):
-            result.changes.append(
-                ObjectChange(result.namespace, str(obj.get("kind")), name, Action.UNCHANGED)
-            )
+            result.changes.append(ObjectChange(ns, kind, name, Action.UNCHANGED))
             continue
-        after = kube.apply(obj, dry_run=dry_run, force=force_conflicts)
-        action = classify(before, after, dry_run=dry_run)
+        try:
+            after, created = server_side_apply(kube, obj, dry_run=dry_run, force=force_conflicts)
+        except Unreachable:
+            if not dry_run:  # a dry run writes nothing: its lost answer is just a failure
+                result.changes.append(ObjectChange(ns, kind, name, Action.UNKNOWN,
+                                                   attempted=Action.CREATE if before is None
+                                                   else Action.UPDATE))
+            raise
+        action = classify(before, after, dry_run=dry_run, created=created)
         diff = ""
-        if action is Action.UPDATE:  # a create's "diff" would be the whole object: see render
-            diff = object_diff(before, after, f"{result.namespace}/{name}")
-        result.changes.append(
-            ObjectChange(result.namespace, str(obj.get("kind")), name, action, diff)
-        )
+        if action is Action.UPDATE and before is not None:
+            # A create's "diff" would be the whole object: see render.
+            diff = object_diff(before, after, f"{ns}/{name}")
+        result.changes.append(ObjectChange(ns, kind, name, action, diff))
     if prune:
         desired_names = {str(o["metadata"]["name"]) for o in desired}
         for stale in prune_candidates(live_managed, desired_names):
             meta = stale["metadata"]
-            kube.delete(NETWORK_POLICY, meta["name"], result.namespace, dry_run=dry_run,
-                        uid=meta.get("uid"))
-            result.changes.append(
-                ObjectChange(result.namespace, "NetworkPolicy", meta["name"], Action.PRUNE)
-            )
+            try:
+                kube.delete(NETWORK_POLICY, meta["name"], ns, dry_run=dry_run,
+                            uid=meta.get("uid"))
+            except Unreachable:
+                if not dry_run:
+                    result.changes.append(ObjectChange(ns, "NetworkPolicy", meta["name"],
+                                                       Action.UNKNOWN, attempted=Action.PRUNE))
+                raise
+            result.changes.append(ObjectChange(ns, "NetworkPolicy", meta["name"], Action.PRUNE))
+
+
+def _settle(res: NamespaceResult, desired: Sequence[Mapping[str, Any]], prune: bool,
+            live: Mapping[str, Mapping[str, Any]]) -> None:
+    """Read-back of one namespace whose run lost a write's answer: each unknown object's
+    outcome, and the namespace's state from what the server holds."""
+    wanted = {str(o["metadata"]["name"]): o for o in desired}
+    for change in res.changes:
+        if change.action is not Action.UNKNOWN:
+            continue
+        have = live.get(change.name)
+        if change.attempted is Action.PRUNE:
+            change.read_back = ReadBack.STILL_THERE if have is not None else ReadBack.IN_PLACE
+        elif have is None:
+            change.read_back = ReadBack.ABSENT
+        elif policy_state(wanted[change.name], have)[0] is PolicyState.IN_SYNC:
+            change.read_back = ReadBack.IN_PLACE
+        else:
+            change.read_back = ReadBack.DIFFERS
+    in_place = [name for name, want in wanted.items() if live.get(name) is not None
+                and policy_state(want, live[name])[0] is PolicyState.IN_SYNC]
+    stale = [name for name, pol in live.items()
+             if prune and name not in wanted and is_netiso_created(pol)[0]]
+    if len(in_place) == len(wanted) and not stale:
+        res.state = NamespaceState.APPLIED
+    elif in_place:
+        res.state = NamespaceState.PARTIAL
+    else:
+        res.state = NamespaceState.FAILED
+
+
+def _read_back(kube: ApplyClient, report: ApplyReport,
+               by_ns: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    unsettled = [res for res in report.namespaces if res.state is NamespaceState.UNKNOWN]
+    if not unsettled:
+        return
+    try:
+        live = (kube.list_network_policies(unsettled[0].namespace) if len(unsettled) == 1
+                else kube.list_network_policies())
+    except NetisoError as exc:
+        report.read_back_error = exc.one_line()
+        for res in unsettled:
+            for change in res.changes:
+                if change.action is Action.UNKNOWN:
+                    change.read_back = ReadBack.FAILED
+        return
+    by_name: dict[str, dict[str, Mapping[str, Any]]] = defaultdict(dict)
+    for pol in live:
+        by_name[pol["metadata"]["namespace"]][pol["metadata"]["name"]] = pol
+    for res in unsettled:
+        _settle(res, by_ns.get(res.namespace, []), report.prune, by_name[res.namespace])
 
 
 def apply_bundle(
-    kube: Kube,
+    kube: ApplyClient,
     desired: Sequence[Mapping[str, Any]],
     targets: Sequence[str],
-    skipped: Sequence[tuple[str, str]] = (),
+    skipped: Sequence[Skipped] = (),
     *,
     dry_run: bool = False,
     prune: bool = True,
@@ -360,7 +490,7 @@ def apply_bundle(
         if meta["namespace"] not in target_set:
             continue
         live_by_ns[meta["namespace"]][meta["name"]] = pol
-        if (meta.get("labels") or {}).get(MANAGED_BY) == "netiso":
+        if is_managed_labelled(pol):
             managed_by_ns[meta["namespace"]].append(pol)
 
     results = {ns: NamespaceResult(ns) for ns in sorted(targets)}
@@ -399,7 +529,12 @@ def apply_bundle(
             err = exc if isinstance(exc, NetisoError) else OperationFailed(
                 f"{type(exc).__name__}: {exc}")
             res.error = err.one_line()
-            res.state = NamespaceState.PARTIAL if res.changes else NamespaceState.FAILED
+            if any(c.action is Action.UNKNOWN for c in res.changes):
+                res.state = NamespaceState.UNKNOWN
+            elif res.changes:
+                res.state = NamespaceState.PARTIAL
+            else:
+                res.state = NamespaceState.FAILED
             if first_error is None:
                 first_error = err
         if on_namespace is not None:
@@ -407,4 +542,8 @@ def apply_bundle(
 
     # Namespaces the run stopped before stay NOT_ATTEMPTED.
     run_bounded(queue, run, done, workers=workers)
+    if not dry_run:
+        _read_back(kube, report, by_ns)
+        if report.complete:  # every lost answer read back as in place: nothing is missing
+            first_error = None
     return report, first_error

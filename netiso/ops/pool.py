@@ -38,6 +38,14 @@ def ends_the_run(exc: BaseException) -> bool:
     return not isinstance(exc, NetisoError)
 
 
+def summarize_names(items: Sequence[str], limit: int = 8) -> str:
+    """`a, b, c (+N more)` for the error line of a run that stopped; `none` when empty."""
+    if not items:
+        return "none"
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
 def run_bounded(
     items: Sequence[T],
     work: Callable[[T], R],
