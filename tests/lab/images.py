@@ -14,6 +14,23 @@ a program already on this machine, with the image's entrypoint/cmd semantics kep
   directory the node agent keeps up to date (see tests/lab/dns.py). coredns images are NOT mapped:
   their Corefile arguments cannot be honoured by dnsmasq and pretending would be dishonest.
 
+- Calico, exactly the versions the lab builds from the project's shared source archives
+  (tests/lab/build.py): `quay.io/tigera/operator:v1.42.3` runs the built operator, and the images
+  that operator renders for Calico v3.32.1 run the built Calico binaries:
+  `quay.io/calico/node` (its image's `start_runit`: `calico-node -startup`, the one-shot tunnel
+  address allocation, then `-node-services` and `-felix` kept running as runit would, see
+  CALICO_NODE_START), `quay.io/calico/typha` and `quay.io/calico/kube-controllers` (behind the
+  image's `wrapper`, which restarts it on exit code 129). What each image's Dockerfile sets
+  besides the binary is kept: the image's absolute paths that probes and hooks exec
+  (`/bin/calico-node -felix-ready`, `/usr/bin/check-status -r`) map to the built binaries, and the
+  config files the images ship (`/etc/calico/felix.cfg`, `/etc/calico/typha.cfg`: no log file,
+  no syslog) become the equivalent environment defaults, since the lab's containers see the
+  host's filesystem. A tag other than the built version is unknown.
+- Calico's storage helpers, which have nothing to do with policy, are no-op stand-ins: the
+  flexvol driver installer (`quay.io/calico/pod2daemon-flexvol`, an init container that copies a
+  driver onto the host) exits 0 at once, and the CSI node driver and its registrar
+  (`quay.io/calico/csi`, `quay.io/calico/node-driver-registrar`) sleep until stopped.
+
 Every other image is unknown: `resolve` raises ImageNotFound with a real, specific message, and the
 node agent reports it the way kubelet does (Waiting: ErrImagePull, then ImagePullBackOff).
 """
@@ -29,6 +46,8 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.lab import build
 
 BUSYBOX = "/bin/busybox"
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -53,6 +72,9 @@ class Image:
     path: str = SYSTEM_PATH
     applets: frozenset[str] = field(default_factory=frozenset)
     applet_dir: str = ""
+    # Absolute paths inside the image -> the host programs standing in for them (probes and
+    # lifecycle hooks exec the image's own paths, e.g. /bin/calico-node).
+    files: tuple[tuple[str, str], ...] = ()
 
     def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
         """Kubernetes' rule: command replaces ENTRYPOINT, args replace CMD (and a command alone
@@ -68,7 +90,10 @@ class Image:
                 f"image {self.reference} has no entrypoint or cmd and none was given"
             )
         head = argv[0]
-        if self.applet_dir and head.startswith("/") and os.path.basename(head) in self.applets:
+        mapped = dict(self.files).get(head)
+        if mapped is not None:
+            argv[0] = mapped
+        elif self.applet_dir and head.startswith("/") and os.path.basename(head) in self.applets:
             argv[0] = os.path.join(self.applet_dir, os.path.basename(head))
         elif "/" not in head:
             # Resolve on the image's PATH here, as a container runtime does: the container init
@@ -248,11 +273,155 @@ def resolve(image: str, state_dir: str | os.PathLike[str]) -> Image:
             "--log-facility=-",
         )
         return Image(ref, entrypoint, ())
+    calico = _calico_image(name, tag, ref, state_dir)
+    if calico is not None:
+        return calico
     raise ImageNotFound(
         f'failed to pull and unpack image "{ref}": the netiso lab has no registry access and no '
         f"local program for this image (known: busybox*, alpine, registry.k8s.io/pause, "
-        f"netiso.lab/dnsmasq)"
+        f"netiso.lab/dnsmasq, {', '.join(f'{n}:{v}' for n, (v, _) in CALICO_IMAGES.items())})"
     )
+
+
+# The calico/node image's /sbin/start_runit + /etc/rc.local + runit services, for the lab: the
+# same steps in the same order, minus BIRD/confd (the lab runs Calico only for policy: bgp
+# Disabled, CNI AmazonVPC, so CALICO_NETWORKING_BACKEND is "none"; anything else fails loudly
+# instead of pretending to route). runsv restarts a service a second after it exits (felix exits
+# to restart on some config changes), so each service runs in such a loop; the container's
+# process group is what the node agent signals on stop. The `: ${VAR:=value}` lines are the
+# image's /etc/calico/felix.cfg (file logging and syslog off); the pod's env still wins, as it
+# does over that file.
+CALICO_NODE_START = r"""#!/bin/sh
+if [ -n "${CALICO_NETWORKING:-}" ]; then
+  if [ "$CALICO_NETWORKING" = "false" ]; then export CALICO_NETWORKING_BACKEND=none
+  else export CALICO_NETWORKING_BACKEND=bird; fi
+fi
+calico-node -startup || exit 1
+if [ ! -f /var/lib/calico/nodename ]; then
+  echo "/var/lib/calico/nodename does not exist, exiting"
+  exit 1
+fi
+NODENAME=$(cat /var/lib/calico/nodename)
+export NODENAME
+calico-node -allocate-tunnel-addrs -allocate-tunnel-addrs-run-once || exit 1
+case "${CALICO_NETWORKING_BACKEND:-}" in
+  none|vxlan)
+    echo "CALICO_NETWORKING_BACKEND is $CALICO_NETWORKING_BACKEND - no BGP daemon running" ;;
+  *)
+    echo "netiso lab: CALICO_NETWORKING_BACKEND=${CALICO_NETWORKING_BACKEND:-}" \
+      "needs BIRD and confd, which the lab does not run" >&2
+    exit 1 ;;
+esac
+echo "Calico node started successfully"
+runsv() { while :; do "$@"; sleep 1; done; }
+runsv calico-node -node-services &
+if [ -z "${CALICO_DISABLE_FELIX:-}" ]; then
+  (
+    export FELIX_FELIXHOSTNAME="$NODENAME"
+    if [ -n "${DATASTORE_TYPE:-}" ]; then export FELIX_DATASTORETYPE="$DATASTORE_TYPE"; fi
+    : "${FELIX_METADATAADDR:=None}" "${FELIX_LOGFILEPATH:=None}"
+    : "${FELIX_LOGSEVERITYFILE:=None}" "${FELIX_LOGSEVERITYSYS:=None}"
+    export FELIX_METADATAADDR FELIX_LOGFILEPATH FELIX_LOGSEVERITYFILE FELIX_LOGSEVERITYSYS
+    runsv calico-node -felix
+  ) &
+fi
+wait
+"""
+
+# The calico/typha image's /etc/calico/typha.cfg as environment defaults, then its CMD.
+CALICO_TYPHA_START = r"""#!/bin/sh
+: "${TYPHA_METADATAADDR:=None}" "${TYPHA_LOGFILEPATH:=None}" "${TYPHA_LOGSEVERITYFILE:=None}"
+export TYPHA_METADATAADDR TYPHA_LOGFILEPATH TYPHA_LOGSEVERITYFILE
+exec calico-typha "$@"
+"""
+
+# The kube-controllers image ships a writable /status/status.json, which kube-controllers writes
+# and its probes (`/usr/bin/check-status -r|-l`) read. The lab's containers see the host's
+# filesystem, so that file moves into the container's private /tmp (probes are exec'd in the
+# container's mount namespace and see it too); the entrypoint is the image's own
+# `/usr/bin/wrapper /usr/bin/kube-controllers`.
+KUBE_CONTROLLERS_STATUS = "/tmp/.image-status/status.json"
+KUBE_CONTROLLERS_START = rf"""#!/bin/sh
+mkdir -p {os.path.dirname(KUBE_CONTROLLERS_STATUS)}
+exec cmdwrapper kube-controllers --status-file={KUBE_CONTROLLERS_STATUS} "$@"
+"""
+CHECK_STATUS = rf"""#!/bin/sh
+exec check-status --file={KUBE_CONTROLLERS_STATUS} "$@"
+"""
+
+# name -> (the one tag the lab has, recipe); see _calico_image.
+CALICO_IMAGES: dict[str, tuple[str, str]] = {
+    "quay.io/tigera/operator": (build.TIGERA_OPERATOR_VERSION, "operator"),
+    "quay.io/calico/node": (build.CALICO_VERSION, "node"),
+    "quay.io/calico/typha": (build.CALICO_VERSION, "typha"),
+    "quay.io/calico/kube-controllers": (build.CALICO_VERSION, "kube-controllers"),
+    "quay.io/calico/pod2daemon-flexvol": (build.CALICO_VERSION, "no-op-exit"),
+    "quay.io/calico/csi": (build.CALICO_VERSION, "no-op-sleep"),
+    "quay.io/calico/node-driver-registrar": (build.CALICO_VERSION, "no-op-sleep"),
+}
+
+_RECIPE_BINARIES = {
+    "operator": ("operator",),
+    "node": ("calico-node",),
+    "typha": ("calico-typha",),
+    "kube-controllers": ("kube-controllers", "check-status", "cmdwrapper"),
+}
+
+
+def _write_script(path: Path, text: str) -> str:
+    """Write an image's script atomically: pod workers (threads of one agent) resolve the same
+    image at once, so the temporary file is unique per call, not per process."""
+    if not path.is_file() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, path)
+    return str(path)
+
+
+def _calico_image(
+    name: str, tag: str, ref: str, state_dir: str | os.PathLike[str]
+) -> Image | None:
+    known = CALICO_IMAGES.get(name)
+    if known is None or known[0] != tag:
+        return None
+    recipe = known[1]
+    if recipe == "no-op-exit" or recipe == "no-op-sleep":
+        # The rendered containers pass the real program's flags as args (--nodeid=..., --v=5):
+        # a shell that ignores its positional parameters takes them without complaint.
+        applet_dir, applets = ensure_applet_dir(state_dir)
+        body = "exit 0" if recipe == "no-op-exit" else f"exec {applet_dir}/sleep 2147483647"
+        return Image(ref, (f"{applet_dir}/sh", "-c", body, f"netiso-lab {recipe}"), (),
+                     SYSTEM_PATH, applets, applet_dir)
+    bins = {b: build.binary(b) for b in _RECIPE_BINARIES[recipe]}
+    absent = [str(p) for p in bins.values() if not os.access(p, os.X_OK)]
+    if absent:
+        raise ImageNotFound(
+            f'failed to pull and unpack image "{ref}": the lab runs it from binaries built from '
+            f"the shared Calico sources, and {', '.join(absent)} is not built yet (run "
+            f"`python -m tests.lab build`)"
+        )
+    path = ":".join([*(str(p.parent) for p in bins.values()), SYSTEM_PATH])
+    scripts = Path(state_dir) / "images" / "calico"
+    if recipe == "operator":
+        # The Deployment's command is `operator`, found on the image's PATH.
+        return Image(ref, (str(bins["operator"]),), (), path)
+    if recipe == "node":
+        node = str(bins["calico-node"])
+        start = _write_script(scripts / "start_runit", CALICO_NODE_START)
+        return Image(ref, (), (start,), path, files=(("/bin/calico-node", node),))
+    if recipe == "typha":
+        start = _write_script(scripts / "calico-typha", CALICO_TYPHA_START)
+        return Image(ref, (), (start,), path,
+                     files=(("/usr/bin/calico-typha", str(bins["calico-typha"])),))
+    start = _write_script(scripts / "kube-controllers", KUBE_CONTROLLERS_START)
+    check = _write_script(scripts / "check-status", CHECK_STATUS)
+    return Image(ref, (start,), (), path, files=(
+        ("/usr/bin/wrapper", start),
+        ("/usr/bin/check-status", check),
+    ))
 
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
         timings[name] = now - t0
         t0 = now
 
-    built = build.build(log=log)
+    built = build.build(list(build.CORE), log=log)
     if built:
         log(f"built {', '.join(built)}")
     phase("build")

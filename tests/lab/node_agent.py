@@ -1014,7 +1014,7 @@ class PodWorker(threading.Thread):
             for p in c.spec.get("ports") or []
             if p.get("name") and p.get("containerPort")
         }
-        target = probes.Target(self.netns, self.ip, proc.pid, env, ports)
+        target = probes.Target(self.netns, self.ip, proc.pid, env, ports, c.image)
 
         def report(what: str, ok: bool, message: str) -> None:
             self.events.put(("probe", (c.name, proc, what, ok, message)))

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from tests.lab import network
+from tests.lab import images, network
 
 JSON = dict[str, Any]
 # (kind, ok, message): kind is "started", "ready", "unhealthy" (startup or liveness failed).
@@ -45,6 +45,9 @@ class Target:
     pid: int
     env: dict[str, str]
     ports: dict[str, int]
+    # The container's image: an exec probe names the image's own paths (`/bin/calico-node
+    # -felix-ready`), which the image map resolves to the program standing in for them.
+    image: images.Image | None = None
 
 
 def settings(probe: JSON) -> tuple[float, float, float, int, int]:
@@ -75,6 +78,8 @@ def run_once(probe: JSON, target: Target) -> tuple[bool, str]:
     try:
         if "exec" in probe:
             argv = [str(a) for a in (probe["exec"] or {}).get("command") or []]
+            if target.image is not None and argv:
+                argv = target.image.argv(argv, None)
             done = network.exec_in_pod(
                 target.netns, argv, timeout=timeout, env=target.env, pid=target.pid
             )

@@ -10,8 +10,10 @@ repo="$(cd "$here/../.." && pwd)"
 # iproute2: netns/veth/bridge; iptables+ipset+conntrack: kube-router's firewall and the lab's
 # safety rules; busybox-static: the program behind busybox images; dnsmasq-base: the lab DNS pod;
 # util-linux (essential, so normally present): nsenter for exec, setpriv to drop pods' capabilities.
+# gcc, make, libc6-dev, libelf-dev, zlib1g-dev, libpcap-dev: calico-node is built with cgo against
+# a static libbpf (tests/lab/build.py); the rest of the lab's binaries are pure Go.
 packages=(iproute2 iptables ipset conntrack busybox-static dnsmasq-base procps ca-certificates
-    util-linux)
+    util-linux gcc make libc6-dev libelf-dev zlib1g-dev libpcap-dev)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -48,6 +50,8 @@ if ! command -v go >/dev/null; then
     exit 1
 fi
 
+# The Calico binaries are built from the project's shared source archives: ../shared beside the
+# checkout (CI's copy) unless NETISO_SHARED_DIR names another directory.
 start=$(date +%s)
 "$python" -m tests.lab build
 echo "lab setup: binaries ready ($(($(date +%s) - start)) s)" >&2

@@ -224,8 +224,16 @@ def write_files(target: Path, files: list[tuple[str, bytes, int]]) -> None:
         os.replace(tmp, dest)
 
 
+# What a real node has before any pod runs, so hostPath volumes of type Directory find it:
+# kubelet's plugin directories (the CSI node driver's registrar mounts them) and the BPF
+# filesystem's mount point (calico-node mounts /sys/fs/bpf with type Directory).
+NODE_DIRS = ("var/lib/kubelet/plugins", "var/lib/kubelet/plugins_registry", "sys/fs/bpf")
+
+
 def host_path(node_root: Path, volume: JSON) -> Path:
     """The per-node directory (or file) a hostPath volume maps to, created per its `type`."""
+    for seeded in NODE_DIRS:
+        (node_root / seeded).mkdir(parents=True, exist_ok=True)
     spec = volume.get("hostPath") or {}
     raw = str(spec.get("path", ""))
     if not raw.startswith("/"):

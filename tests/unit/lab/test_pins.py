@@ -52,5 +52,6 @@ def test_scripts_and_schema_test_default_to_the_lab_pin() -> None:
 
 def test_lab_readme_states_the_pinned_versions() -> None:
     readme = (REPO / "tests" / "lab" / "README.md").read_text()
-    for version in (build.K8S_VERSION, build.ETCD_VERSION, build.KUBE_ROUTER_VERSION):
+    for version in (build.K8S_VERSION, build.ETCD_VERSION, build.KUBE_ROUTER_VERSION,
+                    build.TIGERA_OPERATOR_VERSION, build.CALICO_VERSION, build.LIBBPF_VERSION):
         assert f"| {version} |" in readme, version
