@@ -49,7 +49,6 @@ Design decisions:
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,12 +59,10 @@ from netiso.config import Skipped
 from netiso.console import Progress as RunProgress
 from netiso.errors import ExitCode, Interrupted, NetisoError, OperationFailed
 from netiso.kube import (
-    FIELD_MANAGER,
     NETWORK_POLICY,
-    Request,
+    Applied,
     ResourceType,
     Unreachable,
-    resource_type_of,
 )
 from netiso.ops.drift import PolicyState, comparable, object_diff, policy_state
 from netiso.ops.order import apply_order, delete_order
@@ -85,14 +82,6 @@ LATER_NAMESPACES_NOTE = (
 Obj = dict[str, Any]
 
 
-class RawResponse(Protocol):
-    """The parts of an HTTP response ``server_side_apply`` reads (a urllib3 response)."""
-
-    status: int
-
-    def read(self) -> bytes: ...
-
-
 class ApplyClient(Protocol):
     """What apply needs of a cluster connection (``netiso.kube.Kube`` is one)."""
 
@@ -105,10 +94,8 @@ class ApplyClient(Protocol):
 
     def list_pods(self, namespace: str | None = None) -> list[Obj]: ...
 
-    def request(self, method: str, path: str, req: Request, *,
-                query: Sequence[tuple[str, str]] = (), body: Any = None,
-                content_type: str | None = None, timeout: float | None = None,
-                stream: bool = False) -> Any: ...
+    def server_side_apply(self, obj: Mapping[str, Any], *, dry_run: bool = False,
+                          force: bool = False) -> Applied: ...
 
     def delete(self, rt: ResourceType, name: str, namespace: str | None = None, *,
                dry_run: bool = False, uid: str | None = None) -> bool: ...
@@ -330,35 +317,6 @@ def incomplete_error(report: ApplyReport, first: NetisoError) -> ApplyIncomplete
 Progress = Callable[[NamespaceResult], None]
 
 
-def server_side_apply(kube: ApplyClient, obj: Mapping[str, Any], *, dry_run: bool,
-                      force: bool) -> tuple[Obj, bool]:
-    """Server-side apply as field manager ``netiso``: (the object the server holds, whether it
-    answered 201 Created). ``Kube.apply`` returns only the object; the status code is what tells
-    this run's create from another writer's, so the request is sent through ``Kube.request``,
-    which hands back the raw response of a successful call."""
-    rt = resource_type_of(obj)
-    meta = obj.get("metadata") or {}
-    name = str(meta.get("name", ""))
-    namespace = meta.get("namespace") if rt.namespaced else None
-    query = [("fieldManager", FIELD_MANAGER)]
-    if force:
-        query.append(("force", "true"))
-    if dry_run:
-        query.append(("dryRun", "All"))
-    req = Request("patch", rt, namespace, name)
-    resp: RawResponse = kube.request(
-        "PATCH", rt.path(namespace, name), req, query=query, body=dict(obj),
-        content_type="application/apply-patch+yaml", stream=True,
-    )
-    try:
-        data = resp.read()
-    except Exception as exc:  # the transport's own error: the answer was lost mid-body
-        raise Unreachable(
-            f"the API server at {kube.server} dropped the connection ({req.describe()}): {exc}"
-        ) from exc
-    return json.loads(data), resp.status == 201
-
-
 def _apply_namespace(
     kube: ApplyClient,
     result: NamespaceResult,
@@ -379,7 +337,8 @@ def _apply_namespace(
             result.changes.append(ObjectChange(ns, kind, name, Action.UNCHANGED))
             continue
         try:
-            after, created = server_side_apply(kube, obj, dry_run=dry_run, force=force_conflicts)
+            applied = kube.server_side_apply(obj, dry_run=dry_run, force=force_conflicts)
+            after, created = applied.obj, applied.created
         except Unreachable:
             if not dry_run:  # a dry run writes nothing: its lost answer is just a failure
                 result.changes.append(ObjectChange(ns, kind, name, Action.UNKNOWN,

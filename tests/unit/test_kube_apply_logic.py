@@ -4,12 +4,11 @@ run logic (concurrency, stop conditions, reports) against a fake API server in m
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -18,11 +17,11 @@ from netiso.bundle import render_bundle
 from netiso.config import Skipped, SkipReason, load_values
 from netiso.errors import ExitCode, Interrupted, NetisoError
 from netiso.kube import (
+    Applied,
     Denied,
     Forbidden,
     KubeError,
     MissingResourceType,
-    Request,
     Unauthorized,
     Unreachable,
 )
@@ -290,14 +289,6 @@ def test_terminating_namespaces_are_skipped_with_their_reason() -> None:
 # --- the apply run: concurrency and stop conditions (a fake API server) ----------------------
 
 
-class _Response:
-    def __init__(self, status: int, data: bytes) -> None:
-        self.status = status
-        self.data = data
-
-    def read(self) -> bytes:
-        return self.data
-
 
 class FakeKube:
     """What apply_bundle and uninstall call, answering from memory; ``fail`` decides per call."""
@@ -327,21 +318,17 @@ class FakeKube:
         return [copy.deepcopy(o) for o in self.objects.get(rt.kind, [])
                 if namespace in (None, o["metadata"].get("namespace"))]
 
-    def request(self, method: str, path: str, req: Request, *,
-                query: Sequence[tuple[str, str]] = (), body: Any = None,
-                content_type: str | None = None, timeout: float | None = None,
-                stream: bool = False) -> Any:
-        """Only what server-side apply sends: a PATCH answered 201 (created) or 200."""
-        assert (method, content_type, stream) == ("PATCH", "application/apply-patch+yaml", True)
-        assert ("fieldManager", "netiso") in query
+    def server_side_apply(self, body: Mapping[str, Any], *, dry_run: bool = False,
+                          force: bool = False) -> Applied:
+        """Server-side apply, always answered 201 (created)."""
         ns = body["metadata"]["namespace"]
         with self.lock:
             self.applied.append(ns)
             self.apply_order.append(f"{ns}/{body['metadata']['name']}")
         self.fail("apply", ns)
-        out = copy.deepcopy(body)
+        out = copy.deepcopy(dict(body))
         out["metadata"]["resourceVersion"] = "1"
-        return _Response(201, json.dumps(out).encode())
+        return Applied(out, created=True)
 
     def delete(self, rt: Any, name: str, namespace: str | None = None, *,
                dry_run: bool = False, uid: str | None = None) -> bool:

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import copy
 import io
-import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from netiso.bundle import render_bundle, to_yaml
 from netiso.commands.status import _table as status_table
 from netiso.config import load_values
 from netiso.errors import UsageError
-from netiso.kube import Denied, Request, ResourceType, Unreachable
+from netiso.kube import Applied, Denied, ResourceType, Unreachable
 from netiso.ops.apply import (
     Action,
     ApplyClient,
@@ -138,15 +137,6 @@ def test_safety_order_allows_before_denies() -> None:
 # --- a fake API server, typed by the engines' Protocols ---------------------------------------
 
 
-class _Response:
-    def __init__(self, status: int, body: dict[str, Any]) -> None:
-        self.status = status
-        self.data = json.dumps(body).encode()
-
-    def read(self) -> bytes:
-        return self.data
-
-
 class FakeCluster:
     """NetworkPolicies (and other kinds for uninstall) in memory; ``fail(verb, ns/name)`` may
     raise before (``when="before"``) or after (``"after"``) the write takes effect."""
@@ -179,11 +169,8 @@ class FakeCluster:
         return [copy.deepcopy(o) for (kind, ns, _), o in sorted(self.objects.items())
                 if kind == rt.kind and namespace in (None, ns)]
 
-    def request(self, method: str, path: str, req: Request, *,
-                query: Sequence[tuple[str, str]] = (), body: Any = None,
-                content_type: str | None = None, timeout: float | None = None,
-                stream: bool = False) -> Any:
-        assert (method, content_type, stream) == ("PATCH", "application/apply-patch+yaml", True)
+    def server_side_apply(self, body: Mapping[str, Any], *, dry_run: bool = False,
+                          force: bool = False) -> Applied:
         key = (body["kind"], body["metadata"]["namespace"], body["metadata"]["name"])
         where = f"{key[1]}/{key[2]}"
         self.fail("apply", where, "before")
@@ -191,9 +178,9 @@ class FakeCluster:
             self.writes.append(f"apply {where}")
             created = key not in self.objects
             self.rv += 1
-            self.put(_stored(body, rv=str(self.rv)))
+            self.put(_stored(dict(body), rv=str(self.rv)))
         self.fail("apply", where, "after")  # the server acted; the answer is lost
-        return _Response(201 if created else 200, self.objects[key])
+        return Applied(copy.deepcopy(self.objects[key]), created=created)
 
     def delete(self, rt: ResourceType, name: str, namespace: str | None = None, *,
                dry_run: bool = False, uid: str | None = None) -> bool:
