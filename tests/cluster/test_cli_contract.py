@@ -103,7 +103,7 @@ def test_render_rbac_applies_with_kubectl_and_is_enough_for_apply_status_uninsta
         assert doc["summary"]["deleted"] == 4
         assert bundle_in(lab, namespace) == set()
         # The leftovers of verify need the verify role: said, not silently skipped.
-        assert {u["resource"] for u in doc["unchecked"]} == {"services", "configmaps"}
+        assert {u["resource"] for u in doc["unchecked"]} == {"services", "configmaps", "jobs"}
         assert "bind the role of `netiso render --rbac --for verify`" in gone.stderr
     finally:
         lab.kubectl("delete", "-f", "-", "--timeout=90s", input=rendered, check=False,
