@@ -21,8 +21,11 @@ Design decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, as_completed, wait
+from contextlib import contextmanager
 from typing import TypeVar
 
 from netiso.errors import Interrupted, NetisoError
@@ -57,6 +60,24 @@ class RunInterrupted(Interrupted):
         self.not_started = list(not_started)
 
 
+@contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Ctrl-C waits until the block ends: a KeyboardInterrupt landing inside ``on_done`` (after
+    an item's result was taken, before it was recorded) would drop a finished item from the
+    report, or record it twice. Only the main thread receives signals and may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    hit: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: hit.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if previous is None else previous)
+    if hit:
+        raise KeyboardInterrupt
+
+
 def run_bounded(
     items: Sequence[T],
     work: Callable[[T], R],
@@ -85,17 +106,23 @@ def run_bounded(
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
-                item = pending.pop(fut)
-                exc = fut.exception()
-                if exc is not None and ends_the_run(exc):
-                    stop = True
-                on_done(item, None if exc is not None else fut.result(), exc)
+                with _deferred_interrupt():
+                    exc = fut.exception()
+                    if exc is not None and ends_the_run(exc):
+                        stop = True
+                    try:
+                        on_done(pending[fut], None if exc is not None else fut.result(), exc)
+                    finally:  # reported, even if on_done itself stopped half-way
+                        del pending[fut]
     except KeyboardInterrupt:
         try:
             for fut in as_completed(list(pending)):
-                item = pending.pop(fut)
-                exc = fut.exception()
-                on_done(item, None if exc is not None else fut.result(), exc)
+                with _deferred_interrupt():
+                    exc = fut.exception()
+                    try:
+                        on_done(pending[fut], None if exc is not None else fut.result(), exc)
+                    finally:
+                        del pending[fut]
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
