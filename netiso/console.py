@@ -214,6 +214,17 @@ class Reporter:
                           TimeElapsedColumn(), console=self._stderr(), transient=True) as bar:
             yield BarProgress(self, bar, bar.add_task(description, total=None))
 
+    @contextmanager
+    def working(self, text: str) -> Iterator[None]:
+        """A spinner on stderr while one step of a run works (bootstrap): only on a terminal,
+        for table output and without -q; transient, so the step's own status line stands."""
+        if (not self.interactive or self.options.verbosity < 0
+                or self.options.output is not OutputFormat.TABLE):
+            yield
+            return
+        with self._stderr().status(text):
+            yield
+
     # --- results (stdout) --------------------------------------------------------------
 
     def result(self, data: Any, table: Callable[[Console], None] | None = None) -> None:

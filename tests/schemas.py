@@ -8,7 +8,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-COMMANDS = ("render", "apply", "status", "uninstall", "simulate", "version")
+COMMANDS = ("render", "apply", "status", "uninstall", "simulate", "version", "plan", "bootstrap")
 
 
 def schema(command: str) -> dict[str, Any]:

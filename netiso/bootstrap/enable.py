@@ -99,6 +99,16 @@ def enable(kube: Kube, ref: ClusterRef | None, requested: Provider | None,
         return result("already-enforcing", ctx.state)
     if request.dry_run:
         return result("dry-run", None)
+    require_consent(plan, request, confirm)
+    seam.enable(ctx, plan)
+    state = seam.wait(ctx, plan)
+    return result("enabled", state, tuple(s.name for s in plan.pending))
+
+
+def require_consent(plan: EnablePlan, request: EnableRequest,
+                    confirm: Callable[[str], bool] | None) -> None:
+    """The consent rule (module docstring): a pending node-recreating step needs --yes or an
+    interactive yes; otherwise PreconditionFailed (exit 4) before anything is sent."""
     if plan.needs_consent and not request.consent:
         what = plan.disruption or "a pending step recreates nodes"
         steps = ", ".join(s.name for s in plan.pending if s.disruptive)
@@ -107,6 +117,3 @@ def enable(kube: Kube, ref: ClusterRef | None, requested: Provider | None,
                 f"{steps} would change the nodes ({what}); nothing was sent",
                 hint="rerun with --yes to allow it, or --dry-run to see every call",
             )
-    seam.enable(ctx, plan)
-    state = seam.wait(ctx, plan)
-    return result("enabled", state, tuple(s.name for s in plan.pending))

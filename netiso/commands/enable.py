@@ -139,3 +139,26 @@ def command() -> click.Command:
     for name, _key, flag, help_text in _FLAGS:
         enable = click.option(flag, name, is_flag=True, default=False, help=help_text)(enable)
     return enable
+
+
+def add_provider_flags(command: click.Command) -> click.Command:
+    """The identity and provider-option flags of ``enable``, for commands that run its plan
+    (``plan``, ``bootstrap``): one spelling and one help text everywhere."""
+    for name, _key, flag, help_text in _IDENTITY:
+        command = click.option(flag, name, default=None, metavar="NAME",
+                               help=help_text)(command)
+    for name, _key, flag, metavar, help_text in _OPTIONS:
+        command = click.option(flag, name, default=None, metavar=metavar,
+                               help=help_text)(command)
+    for name, _key, flag, help_text in _FLAGS:
+        command = click.option(flag, name, is_flag=True, default=False,
+                               help=help_text)(command)
+    return command
+
+
+def provider_flags(flags: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(identity, options) of an EnableRequest from the flags ``add_provider_flags`` added."""
+    identity = {key: str(flags[name]) for name, key, _, _ in _IDENTITY if flags.get(name)}
+    extra = {key: str(flags[name]) for name, key, _, _, _ in _OPTIONS if flags.get(name)}
+    extra.update({key: "true" for name, key, _, _ in _FLAGS if flags.get(name)})
+    return identity, extra

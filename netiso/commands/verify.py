@@ -155,12 +155,12 @@ def run(rep: Reporter, *, values: Path | None, provider: str, force: bool = Fals
     from netiso.bootstrap.detect import parse_provider_option
     from netiso.config import Values, is_namespace_name, load_values
     from netiso.console import Status
-    from netiso.errors import OperationFailed, UsageError, VerificationFailed
+    from netiso.errors import OperationFailed, UsageError
     from netiso.kube import connect
     from netiso.profiles import Provider
     from netiso.verify.junit import to_junit
     from netiso.verify.probes import DEFAULT_IMAGE
-    from netiso.verify.run import Options, Verdict, validate_skip
+    from netiso.verify.run import Options, validate_skip
     from netiso.verify.run import verify as verify_run
 
     requested = parse_provider_option(provider)
@@ -196,16 +196,6 @@ def run(rep: Reporter, *, values: Path | None, provider: str, force: bool = Fals
             junit.write_text(to_junit(data), encoding="utf-8")
         except OSError as exc:
             raise OperationFailed(f"--junit {junit}: cannot write: {exc.strerror}") from exc
-    verdict = result.verdict
-    if verdict is Verdict.NOT_ENFORCED:
-        off = [n.node.name for n in result.nodes if n.enforced is False]
-        raise VerificationFailed(f"NetworkPolicy not enforced on {', '.join(off)}",
-                                 hint=f"likely cause: {result.likely_cause}")
-    if verdict is Verdict.FAILED:
-        bad = [f.spec.id for f in result.flows if not f.ok and not f.probe_error]
-        raise VerificationFailed(f"{len(bad)} flow(s) do not match: {', '.join(bad)}")
-    if verdict is Verdict.PROBE_ERROR:
-        raise OperationFailed("probing failed: "
-                              + "; ".join(f"{f.spec.id}: {f.reason}" for f in result.flows
-                                          if f.probe_error)[:400]
-                              or "probing failed: the canary could not connect")
+    error = result.error()
+    if error is not None:
+        raise error

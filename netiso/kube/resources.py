@@ -68,6 +68,7 @@ def _rt(api_version: str, kind: str, plural: str, namespaced: bool = True) -> Re
 NAMESPACE = _rt("v1", "Namespace", "namespaces", namespaced=False)
 POD = _rt("v1", "Pod", "pods")
 SERVICE = _rt("v1", "Service", "services")
+ENDPOINT_SLICE = _rt("discovery.k8s.io/v1", "EndpointSlice", "endpointslices")
 CONFIGMAP = _rt("v1", "ConfigMap", "configmaps")
 SERVICEACCOUNT = _rt("v1", "ServiceAccount", "serviceaccounts")
 NODE = _rt("v1", "Node", "nodes", namespaced=False)
@@ -90,7 +91,7 @@ _KNOWN: dict[tuple[str, str], ResourceType] = {
     (rt.api_version, rt.kind): rt
     for rt in (
         NAMESPACE, POD, SERVICE, CONFIGMAP, SERVICEACCOUNT, NODE, NETWORK_POLICY, DEPLOYMENT,
-        DAEMONSET, JOB, CLUSTER_ROLE, CLUSTER_ROLE_BINDING, CRD,
+        DAEMONSET, JOB, ENDPOINT_SLICE, CLUSTER_ROLE, CLUSTER_ROLE_BINDING, CRD,
         _rt("cilium.io/v2", "CiliumNetworkPolicy", "ciliumnetworkpolicies"),
         _rt("cilium.io/v2", "CiliumClusterwideNetworkPolicy",
             "ciliumclusterwidenetworkpolicies", namespaced=False),

@@ -36,7 +36,13 @@ from typing import Any
 
 from netiso.bundle import render_bundle
 from netiso.config import PolicyKey, Values
-from netiso.errors import PreconditionFailed, UsageError
+from netiso.errors import (
+    NetisoError,
+    OperationFailed,
+    PreconditionFailed,
+    UsageError,
+    VerificationFailed,
+)
 from netiso.kube import NAMESPACE, NETWORK_POLICY, NODE, POD, SERVICEACCOUNT, Kube
 from netiso.policy import Cluster, Engine, PolicyInputError
 from netiso.profiles import EKS_POD_IDENTITY, Provider
@@ -172,6 +178,24 @@ class Result:
                     for c in self.checks)):
             return Verdict.PROBE_ERROR
         return Verdict.PASSED
+
+    def error(self) -> NetisoError | None:
+        """The verdict as the error its exit code belongs to (None when it passed): 3 for a
+        mismatch or a node that does not enforce, 1 when probing failed."""
+        verdict = self.verdict
+        if verdict is Verdict.NOT_ENFORCED:
+            off = [n.node.name for n in self.nodes if n.enforced is False]
+            return VerificationFailed(f"NetworkPolicy not enforced on {', '.join(off)}",
+                                      hint=f"likely cause: {self.likely_cause}")
+        if verdict is Verdict.FAILED:
+            bad = [f.spec.id for f in self.flows if not f.ok and not f.probe_error]
+            return VerificationFailed(f"{len(bad)} flow(s) do not match: {', '.join(bad)}")
+        if verdict is Verdict.PROBE_ERROR:
+            return OperationFailed("probing failed: "
+                                   + "; ".join(f"{f.spec.id}: {f.reason}" for f in self.flows
+                                               if f.probe_error)[:400]
+                                   or "probing failed: the canary could not connect")
+        return None
 
     def to_json(self) -> dict[str, Any]:
         flows = self.flows
