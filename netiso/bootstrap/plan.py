@@ -257,6 +257,10 @@ def impact(namespaces: Sequence[Obj], pods: Sequence[Obj], live: Sequence[Obj],
 # --- the whole plan -------------------------------------------------------------------------
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 @dataclass(frozen=True)
 class EnableSection:
     status: str  # already-enforcing | pending | refused | not-implemented
@@ -306,21 +310,22 @@ class PlanResult:
                         else "blocked" if blocked else "would-run")
         enable_detail = (f"{en.engine} already enforces NetworkPolicy"
                          if en.status == "already-enforcing"
-                         else en.message or "" if blocked
                          else f"{len(pending)} step(s): {', '.join(pending)}")
         apply_state = "already-done" if writes == 0 and pruned == 0 else "would-run"
+        if blocked:
+            enable_detail = "not reached: bootstrap stops at preflight"
         return [
             {"name": "detect", "state": "would-run",
              "detail": f"provider {self.choice.provider.value}"},
             {"name": "preflight", "state": "blocked" if blocked else "would-run",
              "detail": en.message if blocked else "provider reads, no writes"},
             {"name": "enable", "state": enable_state, "detail": enable_detail},
-            {"name": "wait", "state": enable_state if not blocked else "blocked",
+            {"name": "wait", "state": enable_state,
              "detail": "until enforcement holds" if enable_state == "would-run"
              else enable_detail},
             {"name": "apply", "state": apply_state,
-             "detail": f"{objects} objects in {len(self.changes)} namespaces: {writes} to "
-                       f"write, {objects - writes} unchanged, {pruned} to prune"},
+             "detail": f"{objects} objects in {plural(len(self.changes), 'namespace')}: "
+                       f"{writes} to write, {objects - writes} unchanged, {pruned} to prune"},
             {"name": "verify", "state": "would-run",
              "detail": "real traffic: canary and bundle checks (read-only afterwards)"},
         ]

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from netiso.bootstrap.detect import choose_provider, decide, read_facts
 from netiso.bootstrap.enable import require_consent
+from netiso.bootstrap.plan import plural
 from netiso.bundle import render_bundle
 from netiso.errors import Interrupted, NetisoError, OperationFailed
 from netiso.ops.apply import apply_bundle, incomplete_error
@@ -253,12 +254,14 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
         desired = render_bundle(values, targets)
         with (progress("applying") if progress is not None else _nothing()) as bar:
             report, failure = apply_bundle(kube, desired, targets, skipped,
-                                           dry_run=request.dry_run, progress=bar)
+                                           dry_run=request.dry_run, progress=bar,
+                                           before_write=lambda first: _first_apply(first, log))
         summary = report.to_json()["summary"]
         result.apply = summary
         rep.changed = not request.dry_run and report.changed > 0
         would = "would change" if request.dry_run else "changed"
-        rep.detail = (f"{summary['namespaces']} namespaces: {summary['created']} created, "
+        rep.detail = (f"{plural(summary['namespaces'], 'namespace')}: "
+                      f"{summary['created']} created, "
                       f"{summary['updated']} updated, {summary['unchanged']} unchanged, "
                       f"{summary['pruned']} pruned; {report.changed} {would}")
         if failure is not None:
@@ -281,6 +284,16 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
             failure = found.error()
             if failure is not None:
                 raise failure
+
+
+def _first_apply(first: list[Any], log: Callable[[str], None]) -> None:
+    """Say which running pods a namespace's first apply isolates (as ``netiso apply`` does)."""
+    for ns in first:
+        if ns.isolated_pods:
+            shown = ", ".join(ns.isolated_pods[:20])
+            more = len(ns.isolated_pods) - 20
+            log(f"namespace {ns.namespace}: first apply; {len(ns.isolated_pods)} running "
+                f"pod(s) become isolated: {shown}" + (f" (+{more} more)" if more > 0 else ""))
 
 
 def _require_enforcing(state: EnforcementState, engine: str) -> None:
