@@ -306,23 +306,25 @@ class PlanResult:
         pruned = sum(len(c.prune) for c in self.changes)
         pending = [s.name for s in en.plan.pending] if en.plan else []
         blocked = en.status in ("refused", "not-implemented")
-        enable_state = ("already-done" if en.status == "already-enforcing"
+        holds = en.status == "already-enforcing"
+        enable_state = ("already-done" if holds or (not blocked and not pending)
                         else "blocked" if blocked else "would-run")
-        enable_detail = (f"{en.engine} already enforces NetworkPolicy"
-                         if en.status == "already-enforcing"
+        enable_detail = (f"{en.engine} already enforces NetworkPolicy" if holds
+                         else "every step already done (an earlier run)" if not pending
                          else f"{len(pending)} step(s): {', '.join(pending)}")
+        wait_state, wait_detail = (("already-done", enable_detail) if holds
+                                   else ("blocked", "") if blocked
+                                   else ("would-run", "until enforcement holds"))
         apply_state = "already-done" if writes == 0 and pruned == 0 else "would-run"
         if blocked:
-            enable_detail = "not reached: bootstrap stops at preflight"
+            enable_detail = wait_detail = "not reached: bootstrap stops at preflight"
         return [
             {"name": "detect", "state": "would-run",
              "detail": f"provider {self.choice.provider.value}"},
             {"name": "preflight", "state": "blocked" if blocked else "would-run",
              "detail": en.message if blocked else "provider reads, no writes"},
             {"name": "enable", "state": enable_state, "detail": enable_detail},
-            {"name": "wait", "state": enable_state,
-             "detail": "until enforcement holds" if enable_state == "would-run"
-             else enable_detail},
+            {"name": "wait", "state": wait_state, "detail": wait_detail},
             {"name": "apply", "state": apply_state,
              "detail": f"{objects} objects in {plural(len(self.changes), 'namespace')}: "
                        f"{writes} to write, {objects - writes} unchanged, {pruned} to prune"},

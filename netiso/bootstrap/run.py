@@ -218,15 +218,20 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
         plan = seam.plan_enable(ctx)
         result.plan, result.engine = plan, plan.engine
         pending = plan.pending
-        rep.detail = (f"{plan.engine} already enforces NetworkPolicy" if not pending
-                      else f"{len(pending)} of {len(plan.steps)} enable step(s) pending: "
-                           + ", ".join(s.name for s in pending))
+        # "already" is enforcement that holds; no pending step alone is not: a run killed in
+        # its wait left every step done and enforcement perhaps not ready yet.
+        holds = plan.already is not None and not pending
+        rep.detail = (f"{plan.engine} already enforces NetworkPolicy" if holds
+                      else f"{len(pending)} of {len(plan.steps)} enable step(s) pending"
+                           + (": " + ", ".join(s.name for s in pending) if pending else ""))
         for warning in plan.warnings:
             log(warning)
 
     with step("enable") as rep:
-        if not pending:
+        if holds:
             rep.detail = f"already enforcing ({plan.engine}): nothing to do"
+        elif not pending:
+            rep.detail = "every step already done (an earlier run): nothing to run"
         elif request.dry_run:
             rep.state = StepState.SKIPPED
             rep.detail = f"dry run: would run {', '.join(s.name for s in pending)}"
@@ -238,11 +243,11 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
             rep.detail = f"ran {', '.join(result.ran)}"
 
     with step("wait") as rep:
-        if request.dry_run and pending:
+        if request.dry_run and not holds:
             rep.state = StepState.SKIPPED
             rep.detail = "dry run"
         else:
-            state = ctx.state if not pending else seam.wait(ctx, plan)
+            state = ctx.state if holds else seam.wait(ctx, plan)
             _require_enforcing(state, plan.engine)
             rep.detail = "enforcing: " + ", ".join(
                 f"{e.engine} ({e.daemonset}, ready {e.ready}/{e.desired})"
