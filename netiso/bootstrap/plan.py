@@ -39,8 +39,8 @@ from netiso.errors import NotImplementedYet, PreconditionFailed
 from netiso.ops.apply import already_applied, prune_candidates
 from netiso.ops.ownership import is_managed_labelled
 from netiso.ops.targets import choose_targets
-from netiso.policy import Cluster, Direction, Engine, PodEndpoint, Protocol
-from netiso.policy.engine import Flow
+from netiso.policy import Cluster, Direction, Engine, Protocol
+from netiso.policy.selectors import bit_indices
 from netiso.providers import get
 from netiso.providers.base import EnableContext, EnablePlan, EnableRequest
 
@@ -116,35 +116,46 @@ class IsolatedPod:
 
 
 @dataclass(frozen=True)
-class CutFlow:
-    src: str
+class CutFlows:
+    """Flows to one destination on one port that the bundle cuts, for one reason: the sources
+    (pods, and whole namespaces whose every running pod is cut alike), and the policies that
+    isolate each side with no rule admitting the flow (empty: that side allows it)."""
+
     dst: str
     port: int
     protocol: Protocol
     via: tuple[str, ...]  # "service ns/name" and/or "containerPort"
-    ingress: tuple[str, ...]  # policies isolating dst that admit nothing of this (empty: allowed)
-    egress: tuple[str, ...]   # policies isolating src that admit nothing of this
+    sources: tuple[str, ...]  # pod keys not covered by ``namespaces``
+    namespaces: tuple[str, ...]  # every running pod of each (two or more) is a source
+    count: int  # source pods in all
+    ingress: tuple[str, ...]
+    egress: tuple[str, ...]
 
     def to_json(self) -> dict[str, Any]:
-        return {"from": self.src, "to": self.dst, "port": self.port,
-                "protocol": self.protocol.value, "via": list(self.via),
+        return {"to": self.dst, "port": self.port, "protocol": self.protocol.value,
+                "via": list(self.via), "from": list(self.sources),
+                "fromNamespaces": list(self.namespaces), "count": self.count,
                 "cutBy": {"ingress": list(self.ingress), "egress": list(self.egress)}}
 
 
 @dataclass(frozen=True)
 class Impact:
     isolated: tuple[IsolatedPod, ...] = ()
-    cut: tuple[CutFlow, ...] = ()
+    cut: tuple[CutFlows, ...] = ()
     flows_in_use: int = 0
     allowed_before: int = 0
     notes: tuple[str, ...] = ()
+
+    @property
+    def cut_count(self) -> int:
+        return sum(c.count for c in self.cut)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "isolated": [p.to_json() for p in self.isolated],
             "cut": [c.to_json() for c in self.cut],
             "summary": {"flowsInUse": self.flows_in_use, "allowedBefore": self.allowed_before,
-                        "cut": len(self.cut), "isolatedPods": len(self.isolated)},
+                        "cut": self.cut_count, "isolatedPods": len(self.isolated)},
             "notes": list(self.notes),
         }
 
@@ -227,8 +238,20 @@ def impact(namespaces: Sequence[Obj], pods: Sequence[Obj], live: Sequence[Obj],
     used = flows_in_use(after, slices)
     live_bits = after.live
     eng_before, eng_after = Engine(before), Engine(after)
+    # Sources grouped once by the policies isolating their egress (after the bundle), and
+    # namespaces as bitsets of their running pods: a destination's cut sources are then split
+    # into a few groups by bit operations, never one evaluation per flow (2,000 pods behind
+    # Services are millions of flows).
+    egress_of = after.policies_selecting_each(Direction.EGRESS)
+    by_egress: dict[tuple[str, ...], int] = {}
+    ns_bits: dict[str, int] = {}
+    for i, pod in enumerate(after.pods):
+        by_egress[egress_of[i]] = by_egress.get(egress_of[i], 0) | 1 << i
+        if live_bits >> i & 1:
+            ns_bits[pod.namespace] = ns_bits.get(pod.namespace, 0) | 1 << i
+    ingress_of = after.policies_selecting_each(Direction.INGRESS)
     total = allowed = 0
-    cut: list[CutFlow] = []
+    cut: list[CutFlows] = []
     for (port, proto), dsts in sorted(used.items()):
         mb, ma = eng_before.matrix(port, proto), eng_after.matrix(port, proto)
         for d, why in sorted(dsts.items()):
@@ -237,21 +260,39 @@ def impact(namespaces: Sequence[Obj], pods: Sequence[Obj], live: Sequence[Obj],
             was = mb.allowed_from[d] & sources
             allowed += was.bit_count()
             lost = was & ~ma.allowed_from[d]
-            dst = after.pods[d]
-            s = 0
-            while lost:
-                if lost & 1:
-                    src = after.pods[s]
-                    v = eng_after.evaluate(Flow(PodEndpoint(s, src.key), PodEndpoint(d, dst.key),
-                                                port, proto))
-                    cut.append(CutFlow(
-                        src.key, dst.key, port, proto, tuple(sorted(why)),
-                        () if v.ingress.allowed else v.ingress.policies,
-                        () if v.egress.allowed else v.egress.policies))
-                lost >>= 1
-                s += 1
-    cut.sort(key=lambda c: (c.dst, c.port, c.protocol.value, c.src))
+            if not lost:
+                continue
+            in_denied = lost & ~ma.ingress_from[d]
+            out_denied = lost & ~ma.egress_from[d]
+            for ingress_side in (True, False):
+                side = in_denied if ingress_side else lost & ~in_denied
+                ingress = ingress_of[d] if ingress_side else ()
+                groups = [(side & ~out_denied, ())] + [
+                    (side & out_denied & members, policies)
+                    for policies, members in by_egress.items()]
+                for bits, egress in groups:
+                    if bits:
+                        cut.append(_cut_flows(after, d, port, proto, why, bits, ns_bits,
+                                              ingress, egress))
+    cut.sort(key=lambda c: (c.dst, c.port, c.protocol.value, c.ingress, c.egress))
     return Impact(tuple(isolated), tuple(cut), total, allowed, tuple(before.notes))
+
+
+def _cut_flows(cluster: Cluster, d: int, port: int, proto: Protocol, why: set[str], bits: int,
+               ns_bits: Mapping[str, int], ingress: tuple[str, ...],
+               egress: tuple[str, ...]) -> CutFlows:
+    """One group of cut sources; a namespace whose running pods (two or more) are all in it is
+    named once instead of pod by pod."""
+    count = bits.bit_count()
+    whole = []
+    for name in sorted({cluster.pods[i].namespace for i in bit_indices(bits)}):
+        members = ns_bits[name]
+        if members & bits == members and members.bit_count() > 1:
+            whole.append(name)
+            bits &= ~members
+    return CutFlows(cluster.pods[d].key, port, proto, tuple(sorted(why)),
+                    tuple(sorted(cluster.pods[i].key for i in bit_indices(bits))),
+                    tuple(whole), count, ingress, egress)
 
 
 # --- the whole plan -------------------------------------------------------------------------

@@ -28,6 +28,15 @@ def _sides(cut_by: dict[str, list[str]]) -> str:
     return "; ".join(parts)
 
 
+def _sources(cut: dict[str, Any], shown: int = 5) -> str:
+    """The group's sources for a table cell: whole namespaces as ``ns/*``, at most ``shown``."""
+    names = [f"{ns}/*" for ns in cut["fromNamespaces"]] + list(cut["from"])
+    text = ", ".join(names[:shown])
+    if len(names) > shown:
+        text += f" (+{len(names) - shown} more)"
+    return text + (f" ({cut['count']} pods)" if cut["fromNamespaces"] else "")
+
+
 def table(data: dict[str, Any]) -> Any:
     from netiso.commands.apply import aligned
 
@@ -60,9 +69,9 @@ def table(data: dict[str, Any]) -> Any:
                 [p["pod"], ", ".join(p["ingress"]) or "-", ", ".join(p["egress"]) or "-"]
                 for p in imp["isolated"]]))
         if imp["cut"]:
-            out.append(aligned(["CUT FLOW", "PORT", "VIA", "CUT BY"], [
-                [f"{c['from']} -> {c['to']}", f"{c['protocol']}/{c['port']}",
-                 ", ".join(c["via"]), _sides(c["cutBy"])] for c in imp["cut"]]))
+            out.append(aligned(["TO", "PORT", "FROM", "VIA", "CUT BY"], [
+                [c["to"], f"{c['protocol']}/{c['port']}", _sources(c), ", ".join(c["via"]),
+                 _sides(c["cutBy"])] for c in imp["cut"]]))
         console.print("\n".join(out), markup=False, highlight=False, soft_wrap=True)
 
     return draw

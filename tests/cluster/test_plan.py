@@ -87,7 +87,8 @@ def _service_with_endpoints(lab: LabClient, namespace: str) -> None:
 
 
 def _cut(doc: dict[str, Any], src: str, dst: str) -> dict[int, dict[str, Any]]:
-    return {c["port"]: c for c in doc["impact"]["cut"] if c["from"] == src and c["to"] == dst}
+    """The cut groups to ``dst`` that name ``src`` (alone in its namespace: as a pod)."""
+    return {c["port"]: c for c in doc["impact"]["cut"] if src in c["from"] and c["to"] == dst}
 
 
 def test_plan_lists_the_cut_flow_and_not_the_kept_one(lab: LabClient, namespace: str,
@@ -121,7 +122,9 @@ def test_plan_lists_the_cut_flow_and_not_the_kept_one(lab: LabClient, namespace:
     assert cut[CLOSED]["cutBy"]["egress"] == []
     assert f"{namespace}/netiso-default-deny-ingress" in cut[CLOSED]["cutBy"]["ingress"]
     # The same namespace keeps talking (allow-same-namespace): nothing from the namespace.
-    assert not [c for c in doc["impact"]["cut"] if c["from"].startswith(f"{namespace}/")]
+    assert not [c for c in doc["impact"]["cut"]
+                if namespace in c["fromNamespaces"]
+                or any(p.startswith(f"{namespace}/") for p in c["from"])]
     isolated = {p["pod"]: p for p in doc["impact"]["isolated"]}
     assert f"{namespace}/netiso-default-deny-ingress" in isolated[dst]["ingress"]
     assert src not in isolated  # its namespace is not a target

@@ -67,17 +67,19 @@ def desired(tmp_path: Path) -> list[Obj]:
 def test_a_service_flow_from_another_namespace_is_cut_by_the_default_deny(
         desired: list[Obj]) -> None:
     found = impact(NAMESPACES, PODS, [], desired, SLICES)
-    cut = [(c.src, c.dst, c.port) for c in found.cut]
-    assert ("client/c", "shop/web", 8080) in cut
-    (flow,) = [c for c in found.cut if c.src == "client/c" and c.port == 8080]
+    # One group: web on 8080, cut on ingress, from the client; client/c is the only running
+    # pod of its namespace, so it is named as a pod.
+    (flow,) = found.cut
+    assert (flow.dst, flow.port, flow.protocol) == ("shop/web", 8080, Protocol.TCP)
+    assert (flow.sources, flow.namespaces, flow.count) == (("client/c",), (), 1)
+    assert found.cut_count == 1
     assert flow.via == ("service shop/web",)
     # Every policy isolating web for ingress, none of whose rules admits client/c on 8080.
     assert set(flow.ingress) == {"shop/netiso-default-deny-ingress",
                                  "shop/netiso-allow-same-namespace", "shop/netiso-allow-app-web"}
     assert flow.egress == ()
     # The app-port allow keeps 9090; the same namespace keeps 8080; a pod never cuts itself.
-    assert not [c for c in found.cut if c.port == 9090]
-    assert not [c for c in found.cut if c.src.startswith("shop/")]
+    assert "shop/peer" not in flow.sources
     # A hostNetwork pod is the node's network namespace: NetworkPolicy never isolates it.
     assert "shop/agent" not in {p.pod for p in found.isolated}
 
@@ -106,9 +108,18 @@ def test_an_allow_all_the_cluster_already_has_keeps_every_flow(desired: list[Obj
 def test_egress_deny_cuts_on_the_source_side(tmp_path: Path) -> None:
     desired = bundle(tmp_path, "policies:\n  defaultDenyEgress: true\n", ["client"])
     found = impact(NAMESPACES, PODS, [], desired, SLICES)
-    (flow,) = [c for c in found.cut if c.src == "client/c" and c.port == 8080]
-    assert flow.ingress == ()
-    assert "client/netiso-default-deny-egress" in flow.egress
+    # Both of web's ports: the app-port allow opens 9090's ingress, not the client's egress.
+    assert [(c.port, c.sources, c.ingress) for c in found.cut] == [
+        (8080, ("client/c",), ()), (9090, ("client/c",), ())]
+    assert all("client/netiso-default-deny-egress" in c.egress for c in found.cut)
+
+
+def test_a_namespace_whose_running_pods_are_all_cut_is_named_once(desired: list[Obj]) -> None:
+    second = running(pod("client/d", "10.0.2.3", app="d"))
+    found = impact(NAMESPACES, [*PODS, second], [], desired, SLICES)
+    (flow,) = found.cut
+    # client/job has finished: it is no source, and the namespace's running pods are all cut.
+    assert (flow.namespaces, flow.sources, flow.count) == (("client",), (), 2)
 
 
 def test_flows_in_use_are_service_endpoints_and_declared_ports() -> None:
