@@ -10,6 +10,7 @@ the exit is 130.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import signal
 from pathlib import Path
@@ -129,6 +130,9 @@ def command() -> click.Command:
         def running(name: str) -> Any:
             if not rep.interactive:
                 rep.info(f"{name}: started")
+            if name == "apply":
+                # apply draws its own bar; rich before 14 allows one live display at a time.
+                return contextlib.nullcontext()
             return rep.working(f"{name} ...")
 
         def on_step(step: Any) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from tests.cluster.test_cli_contract import COLOUR, on_a_terminal
 from tests.lab.client import BUSYBOX_IMAGE, LabClient
 from tests.schemas import validate
 
@@ -130,3 +133,21 @@ def test_bootstrap_bad_timeout_is_a_usage_error(lab: LabClient, tmp_path: Path) 
     assert (out.returncode, out.stdout) == (2, "")
     assert out.stderr == ("netiso: error: --timeout: 'soon' is not a duration "
                           "(e.g. 1800, 90s, 30m, 1h)\n")
+
+
+def test_on_a_terminal_each_step_is_a_status_line(lab: LabClient, namespace: str,
+                                                  kube_router_daemonset: None) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    env.update(COLUMNS="120", TERM="xterm-256color")
+    argv = [*NETISO, "--kubeconfig", str(lab.kubeconfig), "bootstrap", "-p", "generic",
+            "-n", namespace, "--skip-verify"]
+    code, out, term = on_a_terminal(argv, env)
+    assert code == 0, term
+    # A spinner while a step runs, the apply's bar, then one coloured status line per step.
+    for name in STEPS[:-1]:
+        assert re.search(rf"done\S* {name} \(\d+\.\d s\)", term), term
+    assert re.search(r"skipped\S* verify \(0\.0 s\): skipped with --skip-verify", term), term
+    assert "started" not in term  # the plain "<step>: started" lines are for logs only
+    assert COLOUR.search(term)
+    assert out.splitlines()[0].split() == ["STEP", "STATE", "CHANGED", "SECONDS", "WHAT"]
+    assert "bootstrap changed (generic, " in out
