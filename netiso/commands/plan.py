@@ -85,10 +85,12 @@ def command() -> click.Command:
     @_options.namespace()
     @_options.selector()
     @_options.force
+    @click.option("--engine", default=None, metavar="ENGINE",
+                  help="EKS: calico (default) or vpc-cni (the VPC CNI's own policy agent).")
     @click.pass_context
     def plan(ctx: click.Context, /, values: Path | None, provider: str,
              namespace: tuple[str, ...], selector: str | None, force: bool,
-             **flags: Any) -> None:
+             engine: str | None, **flags: Any) -> None:
         """Show what bootstrap would do, step by step, and the flows the bundle would cut.
 
         Read-only. Exit 0 with the plan (also when it says bootstrap would stop at enable).
@@ -109,7 +111,7 @@ def command() -> click.Command:
 
         load((requested or Provider.GENERIC).value)  # bad input fails before connecting
         identity, extra = provider_flags(flags)
-        request = EnableRequest(identity=identity, options=extra, dry_run=True,
+        request = EnableRequest(engine=engine, identity=identity, options=extra, dry_run=True,
                                 consent=rep.options.yes)
         with connect(rep.options.kubeconfig, rep.options.context) as kube:
             rep.info(connected_to(kube))
