@@ -14,8 +14,11 @@ switch (enforcement.on) does, but as the pod's process, so enforcement lives and
   Calico its CRDs) and their real ClusterRoles grant that, not what kube-router reads. Granting
   kube-router's reads to those ServiceAccounts would make the lab's RBAC unlike the cloud's, and
   netiso reads (and, for aws-node, patches) some of those roles;
-- its output is the container's log; the first full sync adds the line ``ENFORCING_LINE`` so a
-  caller (engines.wait_enforcing) knows policies are programmed, not just the chains hooked;
+- its output is the container's log; it starts with ``STARTED_LINE`` and the first full sync
+  adds ``ENFORCING_LINE``, so a caller (engines.wait_enforcing, see ``synced``) knows policies are
+  programmed, not just the chains hooked. Only a line after the last start counts: the node
+  agent appends to a container's log file, and after an agent restart a pod's run numbers start
+  again at the same file;
 - on SIGTERM (the pod deleted, or replaced by a rolling update) kube-router is stopped (SIGKILL
   after a second: v2.1.0 leaves its rules on SIGTERM anyway) and every kube-router chain, rule and
   ipset is swept from the node's netns, as enforcement.off does, so deleting the DaemonSet removes
@@ -42,6 +45,7 @@ from types import FrameType
 
 from tests.lab import enforcement
 
+STARTED_LINE = "netiso-lab engine double: started"
 ENFORCING_LINE = "netiso-lab engine double: first policy sync done"
 AWS_AGENT = "aws-network-policy-agent"
 
@@ -53,6 +57,12 @@ def _flag(argv: list[str], flag: str) -> str | None:
         if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
     return None
+
+
+def synced(log: str) -> bool:
+    """Whether the double whose container log is ``log`` did its first sync since it started."""
+    start = log.rfind(STARTED_LINE)
+    return start >= 0 and ENFORCING_LINE in log[start:]
 
 
 def own_node(state_dir: Path) -> str:
@@ -93,7 +103,7 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"netiso-lab engine double: {args.engine} on {node}: kube-router firewall only "
+    print(f"{STARTED_LINE}: {args.engine} on {node}: kube-router firewall only "
           f"(container command: {' '.join(container) or '-'})", flush=True)
     child = subprocess.Popen(
         enforcement.kube_router_argv(args.kube_router, str(kubeconfig), node),

@@ -52,7 +52,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from tests.lab import controlplane, enforcement, images, network
-from tests.lab.engine_double import AWS_AGENT, ENFORCING_LINE
+from tests.lab.engine_double import AWS_AGENT, synced
 from tests.lab.kubeapi import JSON, ApiError, Kube
 
 # Image names and namespaces as the clouds deploy them; the tags are plausible, not checked
@@ -405,7 +405,7 @@ def _enforcing(kube: Kube, pod: JSON, container: str) -> bool:
                         container=container)
     except ApiError:
         return False
-    return ENFORCING_LINE in log
+    return synced(log)
 
 
 def _until(what: str, check: Callable[[], list[str]], timeout: float) -> None:
