@@ -151,8 +151,11 @@ def test_operations_are_waited_for_with_progress(server: tuple[GkeServer, GkeClo
     assert op.done and not op.error
     assert [line.split(": ", 1)[1].split(",")[0] for line in lines] == [
         "PENDING", "RUNNING", "DONE"]
-    assert "NODES_DONE=1 NODES_TOTAL=2" in lines[1]
     assert gke.cluster()["addonsConfig"]["networkPolicyConfig"] == {}
+    gke.add_cluster(addon=True, node_pools=("default-pool", "spot"))
+    lines.clear()
+    mutate(cloud, lambda: cloud.set_network_policy(PATH), lines)
+    assert "RUNNING, NODES_DONE=2 NODES_TOTAL=4" in lines[1]
 
 
 def test_the_order_rule_is_gkes_400_with_its_message(server: tuple[GkeServer, GkeCloud]) -> None:
