@@ -396,12 +396,18 @@ def main() -> None:
     parser.add_argument("--lab", metavar="KUBECONFIG", nargs="?",
                         const="/var/tmp/netiso-lab/admin.kubeconfig",
                         help="play GKE's side effects on the lab's cluster")
+    parser.add_argument("--adc", metavar="DIR", type=Path,
+                        help="write an Application Default Credentials file for this server "
+                             "into DIR (GOOGLE_APPLICATION_CREDENTIALS names it)")
     args = parser.parse_args()
     gke = GkeServer(on_network_policy=lab_hook(args.lab) if args.lab else None)
     gke.add_cluster(args.cluster, args.location, datapath=args.datapath)
     with serve(gke, args.host, args.port) as url:
-        print(f"GKE test server on {url} (CLOUDSDK_API_ENDPOINT_OVERRIDES_CONTAINER={url}/)",
+        print(f"GKE test server on {url}: export CLOUDSDK_API_ENDPOINT_OVERRIDES_CONTAINER={url}/",
               flush=True)
+        if args.adc:
+            args.adc.mkdir(parents=True, exist_ok=True)
+            print(f"export GOOGLE_APPLICATION_CREDENTIALS={adc_file(args.adc, url)}", flush=True)
         threading.Event().wait()
 
 

@@ -127,7 +127,7 @@ def server() -> Iterator[tuple[GkeServer, GkeCloud]]:
     gke = GkeServer(polls_to_done=2)
     with serve(gke) as url:
         anonymous: Any = AnonymousCredentials()  # type: ignore[no-untyped-call]
-        yield gke, GkeCloud(credentials=anonymous, endpoint=url)
+        yield gke, GkeCloud(credentials=anonymous, endpoint=url, poll=0.05)
 
 
 def mutate(cloud: GkeCloud, send: Any, lines: list[str], timeout: float = 30) -> Any:

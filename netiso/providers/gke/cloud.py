@@ -79,7 +79,8 @@ class GkeCloud:
     """One project's GKE API, through ``ClusterManagerClient`` (REST)."""
 
     def __init__(self, *, credentials: Any = None, endpoint: str | None = None,
-                 retry_timeout: float = 120.0) -> None:
+                 retry_timeout: float = 120.0, poll: float = 1.0) -> None:
+        self._poll = poll
         endpoint = endpoint or endpoint_from_env(os.environ.get(ENDPOINT_ENV))
         options = {"api_endpoint": endpoint} if endpoint else None
         self.endpoint = endpoint or "https://container.googleapis.com"
@@ -177,13 +178,13 @@ class GkeCloud:
     def wait_operation(self, project: str, location: str, op: OperationView, *,
                        deadline: float, log: Callable[[str], None],
                        own: bool = True) -> OperationView:
-        """Poll ``operations.get`` until DONE (1 s, growing to 10 s).
+        """Poll ``operations.get`` until DONE (every ``poll`` s, 1 s by default, growing to 10 s).
 
         The error of an operation netiso started (``own``) is raised; another's is only said.
         """
         path = f"projects/{project}/locations/{location}/operations/{op.name}"
         last = ""
-        delay = 1.0
+        delay = self._poll
         while True:
             if op.line() != last:
                 log(op.line())
