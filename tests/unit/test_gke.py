@@ -293,3 +293,35 @@ def test_application_default_credentials_reach_the_token_endpoint(tmp_path: Path
     assert out.stdout.strip() == "lab"
     gets = [c for c in gke.calls if c.verb == "get"]
     assert len(gets) == 1 and gets[0].auth == "Bearer"
+
+
+# --- bundle: Workload Identity on GKE, opt-in ----------------------------------------------
+
+
+@pytest.mark.parametrize("deny_all_egress", [False, True])
+def test_workload_identity_opt_in_opens_the_gke_metadata_server(
+        tmp_path: Path, deny_all_egress: bool) -> None:
+    from netiso.bundle import render_bundle
+    from netiso.config import load_values
+    from netiso.policy import Cluster, Engine
+    from tests.unit.test_bundle_evaluator import WORLD
+
+    def engine(opt_in: bool, provider: str = "gke") -> Engine:
+        values = tmp_path / f"v-{opt_in}.yaml"
+        values.write_text(f"policies: {{defaultDenyEgress: {str(deny_all_egress).lower()}}}\n"
+                          f"metadata: {{workloadIdentity: {str(opt_in).lower()}}}\n")
+        bundle = render_bundle(load_values(values, provider=provider), ["production"])
+        return Engine(Cluster.from_objects([*WORLD, *bundle]))
+
+    def open_(e: Engine, ip: str, port: int) -> bool:
+        return e.check("production/api", f"ip:{ip}", port, "TCP").allowed
+
+    on, off = engine(True), engine(False)
+    # Legacy (Calico): after the node's DNAT, the gke-metadata-server on .252:988.
+    assert open_(on, "169.254.169.252", 988)
+    # Dataplane V2: before the DNAT, the metadata address on port 80.
+    assert open_(on, "169.254.169.254", 80) and not open_(off, "169.254.169.254", 80)
+    assert not open_(on, "169.254.169.254", 8080)  # only the token port
+    assert open_(off, "169.254.169.252", 988) is (not deny_all_egress)
+    # Other providers have no Workload Identity endpoint: the key renders nothing there.
+    assert not open_(engine(True, "eks"), "169.254.169.254", 80)
