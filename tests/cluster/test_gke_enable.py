@@ -53,7 +53,10 @@ def gke_lab(lab: LabClient) -> Iterator[Kube]:
     flavour("gke")
     kube = Kube(str(lab.kubeconfig))
     yield kube
+    # The doubles sweep their rules on SIGTERM: let them finish before the lab's own
+    # enforcement (kube-router in the same node netns) may come back with the old flavour.
     engines.gke_network_policy(kube, False)
+    engines.wait_not_enforcing(kube)
     flavour(before.flavor)
 
 
