@@ -325,3 +325,23 @@ def test_workload_identity_opt_in_opens_the_gke_metadata_server(
     assert open_(off, "169.254.169.252", 988) is (not deny_all_egress)
     # Other providers have no Workload Identity endpoint: the key renders nothing there.
     assert not open_(engine(True, "eks"), "169.254.169.254", 80)
+
+
+def test_an_interrupted_runs_operation_is_waited_for_and_not_sent_again(
+        server: tuple[GkeServer, GkeCloud]) -> None:
+    """A run killed while step 2's operation ran: the next run plans step 2 (GKE does not show
+    it yet), waits for that operation, sees its effect and sends nothing."""
+    gke, cloud = server
+    gke.add_cluster(addon=True)
+    gke.handle("POST", f"/v1/{PATH}:setNetworkPolicy",
+               {"networkPolicy": {"provider": "CALICO", "enabled": True}})
+    provider = Gke(cloud=lambda: cloud)
+    ctx = context()
+    plan = provider.plan_enable(ctx)
+    assert [s.name for s in plan.pending] == [gke_plan.POLICY_STEP]
+    lines: list[str] = []
+    ctx = EnableContext(facts=ctx.facts, state=ctx.state, identity=ctx.identity,
+                        request=ctx.request, kube=ctx.kube, log=lines.append)
+    provider.enable(ctx, plan)
+    assert [c.verb for c in gke.mutating_calls()] == ["setNetworkPolicy"]  # the earlier run's
+    assert any("already in effect" in line for line in lines)

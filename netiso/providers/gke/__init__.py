@@ -172,6 +172,13 @@ class Gke(ClusterSideOnly):
             _, project, _, location, _, cluster = path.split("/")
             ctx.log(f"{step.name}: {step.description}")
             deadline = time.monotonic() + ctx.request.timeout
+            # An operation still running (an earlier, interrupted run's own, say) is waited for
+            # first; if it did this step's work, the step is not sent again.
+            cloud.wait_idle(project, location, cluster, deadline=deadline, log=ctx.log)
+            now = cloud.get_cluster(path)
+            if now is not None and _holds(step.name, now):
+                ctx.log(f"{step.name}: already in effect (an earlier operation did it)")
+                continue
             call = (cloud.set_network_policy_addon if step.name == gke_plan.ADDON_STEP
                     else cloud.set_network_policy)
             cloud.mutate(project, location, cluster, functools.partial(call, path),
@@ -202,6 +209,12 @@ class Gke(ClusterSideOnly):
                                       hint="GKE may still be recreating nodes; rerun with a "
                                            "longer --timeout")
             time.sleep(1.0)
+
+
+def _holds(step: str, cluster: gke_plan.ClusterView) -> bool:
+    if step == gke_plan.ADDON_STEP:
+        return cluster.addon_enabled
+    return cluster.addon_enabled and cluster.policy_enabled
 
 
 def _name_from_instances(facts: ClusterFacts) -> str | None:
