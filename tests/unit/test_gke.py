@@ -345,3 +345,16 @@ def test_an_interrupted_runs_operation_is_waited_for_and_not_sent_again(
     provider.enable(ctx, plan)
     assert [c.verb for c in gke.mutating_calls()] == ["setNetworkPolicy"]  # the earlier run's
     assert any("already in effect" in line for line in lines)
+
+
+def test_an_operation_still_running_at_the_timeout_is_named(
+        server: tuple[GkeServer, GkeCloud]) -> None:
+    gke, cloud = server
+    gke.add_cluster()
+    other = gke.start_foreign(polls=1000)
+    with pytest.raises(OperationFailed) as err:
+        mutate(cloud, lambda: cloud.set_network_policy_addon(PATH), [], timeout=0.3)
+    assert f"GKE operation {other} (UPGRADE_MASTER) still RUNNING at the timeout" in (
+        err.value.message)
+    assert f"gcloud container operations describe {other}" in (err.value.hint or "")
+    assert not gke.mutating_calls()
