@@ -358,3 +358,24 @@ def test_an_operation_still_running_at_the_timeout_is_named(
         err.value.message)
     assert f"gcloud container operations describe {other}" in (err.value.hint or "")
     assert not gke.mutating_calls()
+
+
+def test_the_standalone_server_prints_what_to_export(tmp_path: Path) -> None:
+    """`python -m tests.servers.gke` (the README's demo): its two export lines are enough for
+    netiso's GKE client to reach it."""
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.gke", "--port", "0",
+                             "--adc", str(tmp_path), "--datapath", "ADVANCED_DATAPATH"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        env = dict(line.strip().split("export ", 1)[1].split("=", 1)
+                   for line in (proc.stdout.readline(), proc.stdout.readline()))
+        code = ("from netiso.providers.gke.cloud import GkeCloud\n"
+                f"print(GkeCloud().get_cluster({PATH!r}).datapath)\n")
+        out = subprocess.run([sys.executable, "-c", code], env={**env, "PATH": "/usr/bin"},
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ADVANCED_DATAPATH"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
