@@ -289,6 +289,15 @@ class ArmServer:
             self.cluster(subscription, resource_group, name)["properties"][
                 "provisioningState"] = "Updating"
 
+    def reset(self) -> None:
+        """Forget every cluster, queued fault and logged call."""
+        with self._lock:
+            self.clusters.clear()
+            self.calls.clear()
+            self.faults.clear()
+            self.fail_next_operation = None
+            self.change_after_next_get = False
+
     def log(self, method: str | None = None) -> list[Call]:
         with self._lock:
             return [c for c in self.calls if method is None or c.method == method]
@@ -533,13 +542,22 @@ def _handler(server: ArmServer) -> type[BaseHTTPRequestHandler]:
 
 
 def lab_hook(kubeconfig: str) -> Callable[[str], None]:
-    """AKS's side effect on the lab: the policy's engine DaemonSet, enforcing for its node."""
+    """AKS's side effect on the lab: the policy's engine DaemonSet, enforcing for its node.
+
+    AKS reports the operation Succeeded once the reimaged nodes run the engine, so the hook (and
+    with it the operation) ends when every node's engine finished its first policy sync.
+    """
 
     def on_policy(policy: str) -> None:
-        from tests.lab import engines  # type: ignore[attr-defined,unused-ignore]
+        from tests.lab import engines
         from tests.lab.kubeapi import Kube
 
-        engines.aks_network_policy(Kube(kubeconfig), policy)
+        kube = Kube(kubeconfig)
+        engines.aks_network_policy(kube, policy)
+        if policy == "none":
+            engines.wait_not_enforcing(kube)
+        else:
+            engines.wait_enforcing(kube)
 
     return on_policy
 
