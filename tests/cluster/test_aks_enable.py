@@ -185,8 +185,9 @@ def test_a_failed_operation_is_exit_1_with_arms_code_and_message(lab: LabClient,
                                "Agent pool nodepool1 failed to reimage: OS disk quota exceeded")
     out = netiso(lab, arm, "enable", "--yes")
     assert out.returncode == 1, out.stderr
-    assert ("ReconcileVMSSAgentPoolFailed: Agent pool nodepool1 failed to reimage: OS disk "
-            "quota exceeded") in last_line(out), out.stderr
+    assert ("the operation failed, ReconcileVMSSAgentPoolFailed: Agent pool nodepool1 failed "
+            "to reimage: OS disk quota exceeded") in last_line(out), out.stderr
+    assert "fix its cause, then rerun netiso enable" in last_line(out)
     assert puts(arm) == 1
 
 

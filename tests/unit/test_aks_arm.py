@@ -120,8 +120,10 @@ def test_a_failed_operation_carries_arms_code_and_message(arm: ArmServer) -> Non
     with pytest.raises(OperationFailed) as exc:
         seam.set_network_profile(seam.get("rg", "prod"), {"networkPolicy": "azure"}, 60,
                                  lambda _l: None)
-    assert ("ReconcileVMSSAgentPoolFailed: Agent pool nodepool1 failed to reimage: quota "
-            "exceeded") in exc.value.message
+    assert exc.value.message.endswith(
+        "the operation failed, ReconcileVMSSAgentPoolFailed: Agent pool nodepool1 failed to "
+        "reimage: quota exceeded")
+    assert "fix its cause, then rerun netiso enable" in (exc.value.hint or "")
     assert "\n" not in exc.value.one_line()
 
 

@@ -137,7 +137,13 @@ def _translated(what: str) -> Iterator[None]:
         elif status == 403:
             hint = ("the identity needs Microsoft.ContainerService/managedClusters/read and "
                     "write on the cluster (e.g. Azure Kubernetes Service Contributor)")
-        where = f"HTTP {status}, " if status else ""
+        if status is not None and status < 400:
+            # Raised by the poller: the request went through, the operation itself failed.
+            where = "the operation failed, "
+            hint = hint or ("see the operation in az aks show or the activity log, fix its "
+                            "cause, then rerun netiso enable")
+        else:
+            where = f"HTTP {status}, " if status else ""
         raise OperationFailed(f"{what}: {where}{code}: {message}", hint=hint) from exc
     except ServiceRequestError as exc:
         raise OperationFailed(f"{what}: Azure Resource Manager unreachable: {_first_line(exc)}",

@@ -124,8 +124,8 @@ def decide(p: Profile, requested: str | None) -> Decision:
             rule = RULE_THROUGH_NONE
         raise Refused(f"networkPolicy is {current}, --network-policy {requested} asked: {rule}; "
                       f"{RULE_NO_SWAP}",
-                      f"keep {current} (rerun without --network-policy), or change it yourself "
-                      "with az aks update")
+                      f"keep {current} by rerunning without --network-policy, or change it "
+                      "yourself with az aks update")
 
     if plugin == "none":
         raise Refused(RULE_BYO_CNI, "install Calico or Cilium, then rerun netiso enable")
@@ -144,8 +144,8 @@ def decide(p: Profile, requested: str | None) -> Decision:
                    + " without pod subnets")
             raise Refused(f"--network-policy cilium: {RULE_CILIUM_DATAPLANE}; this cluster has "
                           f"{why}",
-                          "choose azure or calico (rerun without --network-policy for the "
-                          "default)")
+                          "choose azure or calico, or rerun without --network-policy for the "
+                          "default")
         return Decision("cilium", changes={"networkDataplane": "cilium",
                                            "networkPolicy": "cilium"})
 
