@@ -9,7 +9,8 @@ Design decisions:
   service principal, workload identity, managed identity, then the developer logins (az CLI,
   azd, PowerShell). netiso has no Azure flag for endpoints or certificates: a proxy and its CA
   come from the standard ``HTTPS_PROXY``/``NO_PROXY`` and ``REQUESTS_CA_BUNDLE`` variables that
-  azure-core's transport (requests) honours, and the cloud from azure-core's ``AZURE_CLOUD``.
+  azure-core's transport (requests) honours, and a sovereign cloud from azure-core's own
+  ``AZURE_SDK_CLOUD_CONF``.
 * **Get, modify, put the whole cluster.** AKS backfills whatever a PUT leaves out with defaults,
   so the body is the managed cluster exactly as GET returned it (the SDK drops read-only
   fields) with the network profile's values set explicitly, sent with the GET's ETag under
