@@ -15,6 +15,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from importlib.resources import files
 from typing import Any
@@ -214,6 +216,37 @@ def test_none_to_azure_then_verify_then_a_rerun_is_a_no_op(lab: LabClient, arm: 
     assert again.returncode == 0, again.stderr
     assert "already enforcing (azure-npm): nothing to do" in again.stderr
     assert puts(arm) == 1  # still the first run's PUT only
+
+
+def test_a_run_stopped_mid_operation_is_resumed_without_a_put(lab: LabClient, arm: ArmServer,
+                                                               kube: Kube) -> None:
+    """ARM already says azure (an earlier run's PUT) while its operation still runs and no
+    engine is up: the next run only waits for the operation and the engine."""
+    engines.aks_network_policy(kube, "none")
+    engines.wait_not_enforcing(kube)
+    arm.add(cluster(network_policy="azure"))
+    arm.busy(SUB, RG, NAME)
+
+    def aks_finishes() -> None:
+        time.sleep(3)
+        engines.aks_network_policy(kube, "azure")
+        engines.wait_enforcing(kube)
+        arm.cluster(SUB, RG, NAME)["properties"]["provisioningState"] = "Succeeded"
+
+    finisher = threading.Thread(target=aks_finishes)
+    finisher.start()
+    try:
+        out = netiso(lab, arm, "-o", "json", "enable")  # nothing to consent to: no PUT left
+    finally:
+        finisher.join()
+    assert out.returncode == 0, out.stderr
+    doc = validated(out.stdout)
+    assert (doc["outcome"], doc["engine"]) == ("enabled", "azure-npm")
+    [step] = doc["steps"]
+    assert step["done"] and not step["ran"]
+    assert doc["enforcement"]["status"] == "enforcing"
+    assert "provisioningState Updating" in out.stderr
+    assert puts(arm) == 0
 
 
 def test_azure_to_calico_is_refused_quoting_the_rule(lab: LabClient, arm: ArmServer) -> None:
