@@ -35,6 +35,8 @@ import ipaddress
 import json
 import re
 import secrets
+import shutil
+import signal
 import ssl
 import tempfile
 import threading
@@ -207,6 +209,7 @@ class ArmServer:
     def __init__(self, *, port: int = 0, poll_steps: int = 1,
                  on_policy: Callable[[str], None] | None = None,
                  state_dir: Path | None = None) -> None:
+        self._own_dir = state_dir is None
         self._dir = state_dir or Path(tempfile.mkdtemp(prefix="netiso-arm-"))
         self._cert = _certificates(self._dir)
         self.token = secrets.token_urlsafe(24)
@@ -245,6 +248,8 @@ class ArmServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        if self._own_dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> ArmServer:
         return self.start()
@@ -590,10 +595,12 @@ def main(argv: list[str] | None = None) -> None:
     for k, v in server.env(no_proxy).items():
         print(f"export {k}={v}", flush=True)
     print(f"# call log: curl -s http://127.0.0.1:{server.port}/_calls", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.stop()
+    stop = threading.Event()
+    # SIGTERM (the demo's kill) and Ctrl-C both stop it cleanly: its key and CA are removed.
+    signal.signal(signal.SIGTERM, lambda *_a: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stop.wait()
+    server.stop()
 
 
 if __name__ == "__main__":

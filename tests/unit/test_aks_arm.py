@@ -152,3 +152,30 @@ def test_network_call_shows_the_put_body_profile_and_pools(arm: ArmServer) -> No
     assert props["networkProfile"]["networkPluginMode"] == "overlay"
     assert props["agentPoolProfiles"] == [{"name": "nodepool1", "count": 2, "osType": "Linux",
                                            "mode": "System"}]
+
+
+def test_the_server_as_a_program_prints_the_variables_that_reach_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m tests.servers.arm` (the demo's): its exports point the real SDK at it."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tests.servers.arm", "--port", "0"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        while not (line := proc.stdout.readline()).startswith("# call log"):
+            assert line, "the server exited"
+            lines.append(line)
+        exports = dict(x.removeprefix("export ").strip().split("=", 1) for x in lines)
+        assert set(exports) == {"HTTPS_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE",
+                                "IDENTITY_ENDPOINT", "IDENTITY_HEADER",
+                                "AZURE_TOKEN_CREDENTIALS"}
+        for key, value in exports.items():
+            monkeypatch.setenv(key, value)
+        lab = Arm("00000000-0000-0000-0000-000000000000").get("netiso-lab", "lab")
+        assert lab.network["networkPolicy"] == "none" and lab.fqdn == "10.250.0.1"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
