@@ -201,10 +201,13 @@ class Arm:
                             timeout: float, log: Callable[[str], None]) -> ManagedCluster:
         """PUT the cluster with ``changes`` in its network profile; wait for the operation."""
         from azure.core import MatchConditions
+        from azure.mgmt.containerservice.models import ContainerServiceNetworkProfile
 
         model = cluster.model
+        if model.network_profile is None:
+            model.network_profile = ContainerServiceNetworkProfile()
         for key, value in changes.items():
-            model.network_profile[key] = value
+            model.network_profile[key] = value  # wire names (networkPolicy): the hybrid models
         started = time.monotonic()
         what = f"updating managed cluster {cluster.resource_group}/{cluster.name}"
         with _translated(what):
