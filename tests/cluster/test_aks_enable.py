@@ -73,8 +73,10 @@ def server(lab: LabClient) -> Iterator[ArmServer]:
 
 
 @pytest.fixture
-def arm(server: ArmServer) -> ArmServer:
-    """The lab's managed cluster as ARM holds it: Azure CNI, networkPolicy none."""
+def arm(server: ArmServer, kube: Kube) -> ArmServer:
+    """The lab's managed cluster as ARM holds it: Azure CNI, networkPolicy none, no engine."""
+    engines.aks_network_policy(kube, "none")
+    engines.wait_not_enforcing(kube)
     server.reset()
     server.add(cluster())
     return server
@@ -191,6 +193,18 @@ def test_a_failed_operation_is_exit_1_with_arms_code_and_message(lab: LabClient,
             "to reimage: OS disk quota exceeded") in last_line(out), out.stderr
     assert "fix its cause, then rerun netiso enable" in last_line(out)
     assert puts(arm) == 1
+    cluster_now = arm.cluster(SUB, RG, NAME)["properties"]
+    assert (cluster_now["provisioningState"], cluster_now["networkProfile"]["networkPolicy"]) \
+        == ("Failed", "azure")
+    # Cause fixed, rerun: the policy is in the profile already, so the same PUT again (AKS
+    # reconciles), and the engine comes up.
+    again = netiso(lab, arm, "-o", "json", "enable", "--yes")
+    assert again.returncode == 0, again.stderr
+    doc = validated(again.stdout)
+    assert (doc["outcome"], doc["engine"]) == ("enabled", "azure-npm")
+    assert "again (provisioningState Failed: AKS reconciles)" in doc["steps"][0]["description"]
+    assert [c.status for c in arm.puts()] == [200, 200]
+    assert arm.cluster(SUB, RG, NAME)["properties"]["provisioningState"] == "Succeeded"
 
 
 # --- enabling, then verify, then a no-op -------------------------------------------------------
@@ -222,8 +236,6 @@ def test_a_run_stopped_mid_operation_is_resumed_without_a_put(lab: LabClient, ar
                                                                kube: Kube) -> None:
     """ARM already says azure (an earlier run's PUT) while its operation still runs and no
     engine is up: the next run only waits for the operation and the engine."""
-    engines.aks_network_policy(kube, "none")
-    engines.wait_not_enforcing(kube)
     arm.add(cluster(network_policy="azure"))
     arm.busy(SUB, RG, NAME)
 
@@ -250,7 +262,7 @@ def test_a_run_stopped_mid_operation_is_resumed_without_a_put(lab: LabClient, ar
 
 
 def test_azure_to_calico_is_refused_quoting_the_rule(lab: LabClient, arm: ArmServer) -> None:
-    arm.add(cluster(network_policy="azure"))  # as the previous test left it
+    arm.add(cluster(network_policy="azure"))  # ARM says azure: refused before any engine matters
     out = netiso(lab, arm, "enable", "--yes", "--network-policy", "calico")
     assert out.returncode == 4, out.stderr
     line = last_line(out)

@@ -411,7 +411,9 @@ class ArmServer:
         op = _Operation(id=str(uuid.uuid4()), cluster=key, polls_left=self.poll_steps,
                         started=_now(), fail=self.fail_next_operation)
         self.fail_next_operation = None
-        if op.fail is None and self.on_policy is not None and before != after:
+        # AKS reconciles the engine on every successful PUT (idempotent: a PUT of the same
+        # policy after a Failed operation brings the engine up too).
+        if op.fail is None and self.on_policy is not None:
             op.hook = threading.Thread(target=self._run_hook, args=(op, after), daemon=True)
             op.hook.start()
         self._operations[op.id] = op

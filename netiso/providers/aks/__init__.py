@@ -162,6 +162,12 @@ class Aks(ClusterSideOnly):
         pools = ", ".join(f"{p.name} ({p.count} {p.os_type} node{'s' if p.count != 1 else ''})"
                           for p in cluster.pools) or "none listed"
         disruption = f"AKS reimages every node pool at once: {pools}"
+        failed = (cluster.provisioning_state or "").lower() in ("failed", "canceled")
+        if decision.already and failed:
+            # An earlier operation (netiso's or anyone's) ended Failed with the policy already in
+            # the profile: AKS reconciles on a PUT of the same values, as `az aks update` does.
+            decision = transitions.Decision(decision.policy,
+                                            changes={"networkPolicy": decision.policy})
         if decision.already:
             engine = decision.engine
             if any(e.engine == engine for e in running):
@@ -173,7 +179,9 @@ class Aks(ClusterSideOnly):
             return EnablePlan(Provider.AKS, engine, steps=(step,), disruption=disruption,
                               cloud=cloud)
         sets = ", ".join(f"{k} {v}" for k, v in decision.changes.items())
-        step = Step(_STEP, f"set {sets} on managed cluster {cluster.resource_group}/"
+        again = (f" again (provisioningState {cluster.provisioning_state}: AKS reconciles)"
+                 if failed else "")
+        step = Step(_STEP, f"set {sets}{again} on managed cluster {cluster.resource_group}/"
                     f"{cluster.name} (PUT with If-Match, then wait for the operation)",
                     disruptive=True,
                     call={**network_call(cluster, decision.changes),
