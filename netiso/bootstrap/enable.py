@@ -87,8 +87,7 @@ def enable(kube: Kube, ref: ClusterRef | None, requested: Provider | None,
     seam = get(choice.provider)
     identity = {**seam.identity(facts), **{k: v for k, v in request.identity.items() if v}}
     ctx = EnableContext(facts=facts, state=seam.describe(facts), identity=identity,
-                        request=request, kube=kube, log=log,
-                        reread=lambda: read_facts(kube, ref))
+                        request=request, kube=kube, log=log)
     plan = seam.plan_enable(ctx)
 
     def result(outcome: str, state: EnforcementState | None,

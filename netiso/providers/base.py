@@ -260,8 +260,6 @@ class EnableContext:
     request: EnableRequest
     kube: Kube
     log: Callable[[str], None] = lambda _line: None
-    #: Reads the cluster again as detection did (a provider's wait watches engines come up).
-    reread: Callable[[], ClusterFacts] | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from netiso.providers.base import (
     EnableContext,
     EnablePlan,
     EnforcementState,
+    EngineSeen,
     Signal,
     Step,
     Strength,
@@ -221,21 +222,28 @@ class Aks(ClusterSideOnly):
         return self._engine_ready(ctx, plan.engine, deadline)
 
     def _engine_ready(self, ctx: EnableContext, engine: str, deadline: float) -> EnforcementState:
-        ctx.log(f"waiting for {engine} to be ready on every node")
-        state = ctx.state
-        while True:
-            if ctx.reread is not None:
-                state = self.describe(ctx.reread())
-            mine = [e for e in state.engines if e.engine == engine]
-            if mine and all(e.desired > 0 and e.ready >= e.desired for e in mine):
-                return state
-            if time.monotonic() > deadline:
-                seen = ", ".join(f"{e.daemonset} ready {e.ready}/{e.desired}" for e in mine)
-                raise OperationFailed(
-                    f"{engine} not ready after {ctx.request.timeout:.0f} s"
-                    f" ({seen or 'no DaemonSet yet'})",
-                    hint="AKS set the policy; rerun netiso enable to keep waiting")
-            time.sleep(2)
+        """Until the DaemonSet AKS runs for ``engine`` is ready on every node it runs on."""
+        from netiso.kube import DAEMONSET
 
+        namespace, name = transitions.DAEMONSET_OF[engine].split("/")
+        said = ""
+        while True:
+            ds = ctx.kube.get(DAEMONSET, name, namespace)
+            status = (ds or {}).get("status") or {}
+            desired = int(status.get("desiredNumberScheduled") or 0)
+            ready = int(status.get("numberReady") or 0)
+            line = (f"{namespace}/{name}: ready {ready}/{desired}" if ds is not None
+                    else f"{namespace}/{name}: not created yet")
+            if line != said:
+                ctx.log(line)
+                said = line
+            if ds is not None and desired > 0 and ready >= desired:
+                return EnforcementState(engines=(
+                    EngineSeen(engine, f"{namespace}/{name}", desired, ready),))
+            if time.monotonic() > deadline:
+                raise OperationFailed(
+                    f"AKS set the network policy, but {line} after {ctx.request.timeout:.0f} s",
+                    hint="AKS may still be reimaging nodes; rerun netiso enable to keep waiting")
+            time.sleep(1.0)
 
 PROVIDER = Aks()

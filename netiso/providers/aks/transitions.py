@@ -28,6 +28,10 @@ POLICIES = ("azure", "calico", "cilium")
 #: The cluster-side engine (netiso.providers.base.EngineSeen.engine) each AKS policy runs.
 ENGINE_OF = {"azure": "azure-npm", "calico": "calico", "cilium": "cilium"}
 
+#: Where AKS runs each engine (namespace/name of its DaemonSet).
+DAEMONSET_OF = {"azure-npm": "kube-system/azure-npm", "calico": "calico-system/calico-node",
+                "cilium": "kube-system/cilium"}
+
 #: Azure Network Policy Manager supports at most this many nodes (AKS's documented limit).
 NPM_MAX_NODES = 250
 
