@@ -21,16 +21,16 @@ Design decisions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netiso.errors import NotImplementedYet
 from netiso.profiles import Profile, Provider
 
 if TYPE_CHECKING:
-    from netiso.kube import ClusterRef
+    from netiso.kube import ClusterRef, Kube
 
 
 class Strength(IntEnum):
@@ -232,29 +232,83 @@ def first_label(facts: ClusterFacts, key: str) -> str | None:
 
 @dataclass(frozen=True)
 class EnableRequest:
-    """What the user asked ``enable`` for (flags), passed to :meth:`CloudProvider.plan_enable`."""
+    """What the user asked ``enable`` for (flags), as plain values.
+
+    ``identity`` holds the identity flags (camelCase keys as :meth:`CloudProvider.identity`:
+    clusterName, region, profile, project, location, subscription, resourceGroup), which win over
+    what the cluster shows. ``options`` holds each provider's own flags by name
+    (``calicoManifests``, ``calicoApiserver``, ``upgrade``, ``networkPolicy``, ...); a provider
+    refuses (UsageError) an option that is not its own rather than ignoring it.
+    """
 
     engine: str | None = None
-    identity: Mapping[str, str] = field(default_factory=dict)  # --cluster-name, --region, ...
+    identity: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, str] = field(default_factory=dict)
     dry_run: bool = False
     consent: bool = False  # --yes: node-recreating steps are allowed
     timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
+class EnableContext:
+    """Everything a provider's cloud side gets: the cluster as read, the request, a way to say
+    progress (one line each, stderr) and the cluster's client for in-cluster steps."""
+
+    facts: ClusterFacts
+    state: EnforcementState  # what the cluster shows enforcing now
+    identity: Mapping[str, str]  # the provider's derived identity, the flags' values over it
+    request: EnableRequest
+    kube: Kube
+    log: Callable[[str], None] = lambda _line: None
+
+
+@dataclass(frozen=True)
 class Step:
-    """One step of an enable plan: a cloud call or a set of objects, said before it runs."""
+    """One step of an enable plan, said before it runs (and shown by ``--dry-run``).
+
+    ``call`` is the request as the cloud or the cluster will see it (an SDK call's name and its
+    arguments, or the objects to apply), so a dry run shows exactly what would be sent.
+    ``done`` marks a step whose effect already holds (a half-done earlier run): it is shown and
+    skipped, never redone.
+    """
 
     name: str
     description: str
     disruptive: bool = False  # recreates or reimages nodes: needs consent
+    call: Mapping[str, Any] | None = None
+    done: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description,
+                "disruptive": self.disruptive, "done": self.done,
+                "call": dict(self.call) if self.call is not None else None}
 
 
 @dataclass(frozen=True)
 class EnablePlan:
+    """What enable would do on this cluster, from the cluster's and the cloud's own state.
+
+    ``already`` names the engine when enforcement already holds (no step runs); ``disruption``
+    says which nodes a disruptive step recreates ("node pools default-pool, spot: recreated").
+    ``cloud`` is what the cloud API said (cluster version, the enforcement setting there), shown
+    as is in the result.
+    """
+
     provider: Provider
+    engine: str
     steps: tuple[Step, ...] = ()
-    already: EnforcementState | None = None  # set when nothing needs doing
+    already: str | None = None
+    disruption: str | None = None
+    warnings: tuple[str, ...] = ()
+    cloud: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def pending(self) -> tuple[Step, ...]:
+        return tuple(s for s in self.steps if not s.done)
+
+    @property
+    def needs_consent(self) -> bool:
+        return any(s.disruptive for s in self.pending)
 
 
 class CloudProvider(Protocol):
@@ -281,16 +335,21 @@ class CloudProvider(Protocol):
         """Pure: what enforces NetworkPolicy, as the cluster shows it."""
         ...
 
-    def plan_enable(self, state: EnforcementState, request: EnableRequest) -> EnablePlan:
-        """The steps that would turn enforcement on (cloud reads allowed, no writes)."""
+    def plan_enable(self, ctx: EnableContext) -> EnablePlan:
+        """The steps that would turn enforcement on: cloud and cluster reads only, no writes.
+
+        Preflight refusals (a conflicting engine, an unsupported cluster) raise
+        PreconditionFailed here, before anything changed. Enforcement that already holds is a
+        plan with ``already`` set and no pending step.
+        """
         ...
 
-    def enable(self, plan: EnablePlan) -> None:
-        """Run the plan's steps."""
+    def enable(self, ctx: EnableContext, plan: EnablePlan) -> None:
+        """Run the plan's pending steps in order (progress through ``ctx.log``)."""
         ...
 
-    def wait(self, plan: EnablePlan, timeout: float) -> EnforcementState:
-        """Until the plan's effect holds (or ``timeout``)."""
+    def wait(self, ctx: EnableContext, plan: EnablePlan) -> EnforcementState:
+        """Until the plan's effect holds (``ctx.request.timeout``); the state it reached."""
         ...
 
 
@@ -309,11 +368,34 @@ class ClusterSideOnly:
     def _not_yet(self, what: str) -> NotImplementedYet:
         return NotImplementedYet(f"{what} --provider {self.name.value} ({self.issue})")
 
-    def plan_enable(self, state: EnforcementState, request: EnableRequest) -> EnablePlan:
+    def plan_enable(self, ctx: EnableContext) -> EnablePlan:
         raise self._not_yet("enable")
 
-    def enable(self, plan: EnablePlan) -> None:
+    def enable(self, ctx: EnableContext, plan: EnablePlan) -> None:
         raise self._not_yet("enable")
 
-    def wait(self, plan: EnablePlan, timeout: float) -> EnforcementState:
+    def wait(self, ctx: EnableContext, plan: EnablePlan) -> EnforcementState:
         raise self._not_yet("enable")
+
+
+
+#: The CLI spelling of each EnableRequest identity and option key (for one-line refusals).
+FLAG_OF: Mapping[str, str] = {
+    "clusterName": "--cluster-name", "region": "--region", "profile": "--profile",
+    "project": "--project", "location": "--location", "subscription": "--subscription",
+    "resourceGroup": "--resource-group", "calicoManifests": "--calico-manifests",
+    "calicoApiserver": "--calico-apiserver", "upgrade": "--upgrade",
+    "networkPolicy": "--network-policy", "engine": "--engine",
+}
+
+
+def own_options(request: EnableRequest, provider: Provider, allowed: Sequence[str]) -> None:
+    """Refuse (exit 2) an option or identity flag meant for another provider: a flag the user
+    typed is never silently ignored. ``allowed`` lists keys of :data:`FLAG_OF`."""
+    from netiso.errors import UsageError
+
+    given = [*request.identity, *request.options, *(["engine"] if request.engine else [])]
+    for key in given:
+        if key not in allowed:
+            raise UsageError(f"{FLAG_OF.get(key, key)} does not apply to --provider "
+                             f"{provider.value}")

@@ -13,8 +13,8 @@ from netiso.profiles import Provider
 from netiso.providers.base import (
     ClusterFacts,
     ClusterSideOnly,
+    EnableContext,
     EnablePlan,
-    EnableRequest,
     EnforcementState,
     Signal,
     engine_signal,
@@ -51,7 +51,11 @@ class Generic(ClusterSideOnly):
     def describe(self, facts: ClusterFacts) -> EnforcementState:
         return state_from(self.evidence(facts))
 
-    def plan_enable(self, state: EnforcementState, request: EnableRequest) -> EnablePlan:
+    def plan_enable(self, ctx: EnableContext) -> EnablePlan:
+        running = [e for e in ctx.state.engines if e.ready > 0]
+        if running:
+            # Whatever the owner installed already enforces: nothing to turn on, on any cluster.
+            return EnablePlan(Provider.GENERIC, running[0].engine, already=running[0].engine)
         raise PreconditionFailed(
             "a generic cluster has no cloud API netiso can turn enforcement on with",
             hint="install a NetworkPolicy-enforcing CNI (Calico, Cilium), or pass --provider",

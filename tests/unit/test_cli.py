@@ -134,7 +134,7 @@ def test_click_directly_and_no_typer() -> None:
 
 # The commands that have not landed. A command that lands leaves this list in the same change
 # (and its README section says what it does): a crash or a silent exit 0 here is a failure.
-NOT_IMPLEMENTED = ("enable", "bootstrap", "plan")
+NOT_IMPLEMENTED = ("bootstrap", "plan")
 
 
 @pytest.mark.parametrize("command", NOT_IMPLEMENTED)

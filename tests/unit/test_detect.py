@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 from importlib.resources import files
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jsonschema
 import pytest
@@ -28,14 +28,19 @@ from netiso.providers.base import (
     ClusterFacts,
     ContainerFacts,
     DaemonSetFacts,
+    EnableContext,
     EnableRequest,
     EnforcementState,
+    EngineSeen,
     NodeFacts,
     Strength,
 )
 from netiso.providers.eks import Eks
 from netiso.providers.generic import Generic
 from netiso.providers.gke import Gke
+
+if TYPE_CHECKING:
+    from netiso.kube import Kube
 
 SCHEMA = json.loads(
     files("netiso.manifests").joinpath("schemas", "detect.schema.json").read_text("utf-8"))
@@ -315,11 +320,23 @@ def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_iss
         seam = get(provider)
         assert seam.profile.provider is provider
         with pytest.raises(NotImplementedYet) as err:
-            seam.plan_enable(EnforcementState(), EnableRequest())
+            seam.plan_enable(_context(EnforcementState()))
         assert err.value.one_line() == (f"netiso enable --provider {provider.value} (issue "
                                         f"{issue}): not implemented yet")
     with pytest.raises(PreconditionFailed):
-        get(Provider.GENERIC).plan_enable(EnforcementState(), EnableRequest())
+        get(Provider.GENERIC).plan_enable(_context(EnforcementState()))
+
+
+def _context(state: EnforcementState) -> EnableContext:
+    # No cluster call happens before the refusal: a kube client is never touched here.
+    return EnableContext(facts=ClusterFacts(), state=state, identity={}, request=EnableRequest(),
+                         kube=cast("Kube", None))
+
+
+def test_generic_enable_with_an_engine_running_is_already_enforcing() -> None:
+    state = EnforcementState(engines=(EngineSeen("cilium", "kube-system/cilium", 2, 2),))
+    plan = get(Provider.GENERIC).plan_enable(_context(state))
+    assert (plan.already, plan.engine, plan.pending) == ("cilium", "cilium", ())
 
 
 def test_detection_loads_no_cloud_sdk() -> None:
