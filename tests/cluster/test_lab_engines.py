@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.lab import controlplane, enforcement, engines
+from tests.lab import controlplane, enforcement, engine_double, engines
 from tests.lab import lab as lab_mod
 from tests.lab.client import LabClient, tcp_server_command
 from tests.lab.kubeapi import Kube
@@ -203,11 +203,35 @@ def test_enabling_refuses_beside_the_labs_own_enforcement(lab: LabClient, kube: 
         engines.eks_policy_agent(kube, True)
 
 
+def _calico_readiness_follows_the_first_sync(lab: LabClient) -> None:
+    """calico-node's readiness probe (`/bin/calico-node -felix-ready`) passes only while the
+    double's first-sync mark is there: without it, the DaemonSet counts one pod less ready."""
+    pods = lab.core.list_namespaced_pod("kube-system", label_selector="k8s-app=calico-node")
+    pod = sorted(p.metadata.name for p in pods.items)[0]
+    mark = engine_double.SYNCED_FILE
+    nodes = len(lab.spec.nodes)
+    assert lab.exec_in_pod("kube-system", pod, ["rm", mark]).returncode == 0
+    _until("calico-node ready one less without the mark",
+           lambda: _engines_seen(lab).get(("calico", "kube-system/calico-node")) ==
+           (nodes - 1, nodes), 60)
+    assert lab.exec_in_pod("kube-system", pod, ["touch", mark]).returncode == 0
+    _until("calico-node ready again", lambda: _engines_seen(lab).get(
+        ("calico", "kube-system/calico-node")) == (nodes, nodes), 60)
+
+
 def test_gke_network_policy_brings_up_gkes_calico(lab: LabClient, kube: Kube,
                                                   namespace: str) -> None:
     flavour("gke")
-    _cycle(lab, kube, namespace, lambda: engines.gke_network_policy(kube, True),
-           lambda: engines.gke_network_policy(kube, False), "calico", "kube-system/calico-node")
+
+    def on() -> None:
+        engines.gke_network_policy(kube, True)
+        engines.gke_network_policy(kube, True)  # idempotent
+
+    def off() -> None:
+        _calico_readiness_follows_the_first_sync(lab)
+        engines.gke_network_policy(kube, False)
+
+    _cycle(lab, kube, namespace, on, off, "calico", "kube-system/calico-node")
     engines.gke_network_policy(kube, False)  # idempotent: nothing left to delete
 
 

@@ -18,7 +18,9 @@ switch (enforcement.on) does, but as the pod's process, so enforcement lives and
   adds ``ENFORCING_LINE``, so a caller (engines.wait_enforcing, see ``synced``) knows policies are
   programmed, not just the chains hooked. Only a line after the last start counts: the node
   agent appends to a container's log file, and after an agent restart a pod's run numbers start
-  again at the same file;
+  again at the same file. It also creates ``SYNCED_FILE``, which the Calico doubles' readiness
+  probe (`/bin/calico-node -felix-ready`, images.py) checks, so their pods are Ready only once
+  enforcing, as calico-node is once felix is;
 - on SIGTERM (the pod deleted, or replaced by a rolling update) kube-router is stopped (SIGKILL
   after a second: v2.1.0 leaves its rules on SIGTERM anyway) and every kube-router chain, rule and
   ipset is swept from the node's netns, as enforcement.off does, so deleting the DaemonSet removes
@@ -46,6 +48,8 @@ from types import FrameType
 from tests.lab import enforcement
 
 STARTED_LINE = "netiso-lab engine double: started"
+# In the container's private /tmp: what the calico images' readiness probe checks (images.py).
+SYNCED_FILE = "/tmp/.netiso-engine-double-synced"
 ENFORCING_LINE = "netiso-lab engine double: first policy sync done"
 AWS_AGENT = "aws-network-policy-agent"
 
@@ -120,6 +124,7 @@ def main(argv: list[str]) -> int:
             sys.stdout.buffer.write(line)
             if not announced and enforcement.SYNC_LINE in line:
                 sys.stdout.buffer.write(f"{ENFORCING_LINE} on {node}\n".encode())
+                Path(SYNCED_FILE).touch()
                 announced = True
             sys.stdout.buffer.flush()
 

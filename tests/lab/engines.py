@@ -27,7 +27,8 @@ API (other helpers code against exactly these):
 ``wait_enforcing(kube, timeout: float = 120.0) -> None``
     Until every Node has a running double that finished kube-router's first full policy sync
     (its container log says so), so a test can assert enforcement right after. Pod readiness is
-    not that signal: the doubles have no readiness probe, a pod is Ready once launched.
+    that signal only for the Calico doubles (calico-node's readiness probe ``-felix-ready``); the
+    others have no probe, as on the clouds here, and are Ready once launched.
 ``wait_not_enforcing(kube, timeout: float = 120.0) -> None``
     Until no pod runs an active double on any node and no kube-router chain is left in a node
     netns (the doubles sweep them on SIGTERM): what a test waits for after turning an engine off.
@@ -39,11 +40,11 @@ chain there. The GKE and AKS flavours start without it, like EKS.
 Each object is shaped like the cloud's (names, namespaces, labels, ServiceAccount, image,
 hostNetwork, privileged or NET_ADMIN, the node-name env) so that netiso's detection, which reads
 them, sees what it sees on the cloud. Left out, because no netiso code reads them and each would
-need a stand-in: probes, volumes, init containers (calico's install-cni), the engines' Deployments
-(calico-typha, cilium-operator), metrics Services, and GKE's ``projectcalico.org/ds-ready`` node
-selector. The ServiceAccounts' roles are shaped like the clouds' too; the doubles themselves read
-the API with the lab's kube-router identity (engine_double.py says why), whose RBAC every enabling
-call applies.
+need a stand-in: probes other than calico-node's readiness, volumes, init containers (calico's
+install-cni), the engines' Deployments (calico-typha, cilium-operator), metrics Services, and
+GKE's ``projectcalico.org/ds-ready`` node selector. The ServiceAccounts' roles are shaped like
+the clouds' too; the doubles themselves read the API with the lab's kube-router identity
+(engine_double.py says why), whose RBAC every enabling call applies.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ POLICY_FLAG = "--enable-network-policy"
 # grace period over, the node agent SIGKILLs the pod and the sweep would not happen.
 GRACE_SECONDS = 10
 _RBAC = "/apis/rbac.authorization.k8s.io/v1"
+# calico-node's own readiness probe (Calico's manifests): the double answers it once it did its
+# first policy sync (images.CALICO_DOUBLE_PROBE), so these pods are Ready only when enforcing.
+# periodSeconds shorter than Calico's 10 s: tests wait for readiness, nothing else changes.
+CALICO_READINESS = {"exec": {"command": ["/bin/calico-node", "-felix-ready"]},
+                    "periodSeconds": 2, "timeoutSeconds": 10}
 
 
 class EngineError(controlplane.LabError):
@@ -159,6 +165,7 @@ def gke_objects() -> list[JSON]:
                                {"name": "FELIX_INTERFACEPREFIX", "value": "gke"},
                                _node_name_env("NODENAME")],
                        "securityContext": {"privileged": True},
+                       "readinessProbe": CALICO_READINESS,
                    }),
     ]
 
@@ -199,6 +206,7 @@ def aks_objects(policy: str) -> list[JSON]:
                                    {"name": "FELIX_INTERFACEPREFIX", "value": "azv"},
                                    _node_name_env("NODENAME")],
                            "securityContext": {"privileged": True},
+                           "readinessProbe": CALICO_READINESS,
                        }),
         ]
     if policy == "cilium":

@@ -8,8 +8,12 @@ a program already on this machine, with the image's entrypoint/cmd semantics kep
   The container gets a PATH whose first entry is a directory of applet symlinks, so `sh -c "nc ..."`
   runs busybox's shell and applets exactly as in the real image; absolute `/bin/<applet>` argv[0]s
   are rewritten to the applet too: on this host `/bin/sh` is dash and `/bin/nc` may not exist.
-- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal); so are the
-  EKS flavour's `amazon-k8s-cni` and `aws-network-policy-agent` (an inert aws-node, aws_node.py).
+- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal); so is the
+  EKS flavour's `amazon-k8s-cni` (aws-node's inert CNI container, aws_node.py).
+- the clouds' managed policy engines (ENGINE_DOUBLE_IMAGES: GKE's Calico, Azure NPM, AKS's
+  Calico and Cilium; and `*/amazon/aws-network-policy-agent`, aws-node's agent container): the
+  lab's engine double, kube-router for the pod's node as the container's own process
+  (engine_double.py; the EKS agent only with `--enable-network-policy=true`, else a `sleep`).
 - `netiso.lab/dnsmasq`: the lab's DNS image; its entrypoint is Debian's dnsmasq serving the hosts
   directory the node agent keeps up to date (see tests/lab/dns.py). coredns images are NOT mapped:
   their Corefile arguments cannot be honoured by dnsmasq and pretending would be dishonest.
@@ -98,21 +102,21 @@ class Image:
     # Absolute paths inside the image -> the host programs standing in for them (probes and
     # lifecycle hooks exec the image's own paths, e.g. /bin/calico-node).
     files: tuple[tuple[str, str], ...] = ()
-    # A program that runs whatever the pod's command and args say, and gets them as its own
-    # arguments (an engine double reads the real program's flags from them).
+    # The program a container of this image runs whatever its command and args say; it gets
+    # them as its own arguments (an engine double reads the real program's flags from them).
+    # Only the container's own process: exec probes and hooks still resolve through argv().
     wrapper: tuple[str, ...] = ()
+
+    def container_argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
+        """The argv of a container's process (argv(), or the wrapper around the raw one)."""
+        if self.wrapper:
+            return [*self.wrapper, *_raw_argv(self, command, args)]
+        return self.argv(command, args)
 
     def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
         """Kubernetes' rule: command replaces ENTRYPOINT, args replace CMD (and a command alone
         drops CMD)."""
-        if command:
-            argv = list(command) + list(args or [])
-        elif args:
-            argv = list(self.entrypoint) + list(args)
-        else:
-            argv = list(self.entrypoint) + list(self.cmd)
-        if self.wrapper:
-            return [*self.wrapper, *argv]
+        argv = _raw_argv(self, command, args)
         if not argv:
             raise ImageNotFound(
                 f"image {self.reference} has no entrypoint or cmd and none was given"
@@ -128,6 +132,14 @@ class Image:
             # is busybox-static's shell, which would run its own applet for a bare `sh`.
             argv[0] = shutil.which(head, path=self.path) or head
         return argv
+
+
+def _raw_argv(image: Image, command: list[str] | None, args: list[str] | None) -> list[str]:
+    if command:
+        return list(command) + list(args or [])
+    if args:
+        return list(image.entrypoint) + list(args)
+    return list(image.entrypoint) + list(image.cmd)
 
 
 def normalize(image: str) -> tuple[str, str]:
@@ -331,7 +343,24 @@ def _engine_double_image(ref: str, engine: str, state_dir: str | os.PathLike[str
     wrapper = (sys.executable, "-c", _DOUBLE_BOOT, str(Path(__file__).resolve().parents[2]),
                "--engine", engine, "--state-dir", str(state_dir),
                "--kube-router", str(kube_router), "--sleep", f"{applet_dir}/sleep", "--")
-    return Image(ref, (), (), SYSTEM_PATH, wrapper=wrapper)
+    files: tuple[tuple[str, str], ...] = ()
+    if engine.endswith("-calico"):
+        probe = _write_script(Path(state_dir) / "images" / "doubles" / "calico-node",
+                              CALICO_DOUBLE_PROBE)
+        files = (("/bin/calico-node", probe),)
+    return Image(ref, (), (), SYSTEM_PATH, files=files, wrapper=wrapper)
+
+
+# The calico/node image's /bin/calico-node as its probes call it, for the Calico doubles: ready
+# (`-felix-ready`) once the double did its first policy sync (engine_double.SYNCED_FILE, in the
+# container's private /tmp, which exec probes see); any other probe flag is refused, since
+# nothing here could answer it honestly.
+CALICO_DOUBLE_PROBE = r"""#!/bin/sh
+case "$*" in
+  -felix-ready) exec test -e /tmp/.netiso-engine-double-synced ;;
+  *) echo "netiso lab: the Calico double answers only -felix-ready, not: $*" >&2; exit 1 ;;
+esac
+"""
 
 
 # The calico/node image's /sbin/start_runit + /etc/rc.local + runit services, for the lab: the

@@ -482,6 +482,13 @@ def status() -> list[tuple[str, str]]:
         rows.append(("flavor", "unknown"))
     else:
         rows.append(("enforcement", enforcement.state(spec.enforced_nodes())))
+        # kube-router chains with no lab kube-router running: an engine double's (engines.py).
+        doubled = [n.name for n in spec.enforced_nodes()
+                   if controlplane.running(enforcement.process_name(n)) is None
+                   and enforcement.chains(n.netns)]
+        if doubled:
+            rows.append(("engine doubles", f"kube-router chains on {', '.join(doubled)} "
+                         "(a cloud engine's double, not the lab's enforcement)"))
         rows.append(("flavor", spec.flavor))
         origin = spec.origin or _agent_origin()
         rows.append(("origin", f"{origin.repo} @ {(origin.revision or 'unknown')[:12]}"

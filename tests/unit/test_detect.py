@@ -316,7 +316,7 @@ def test_provider_option_values() -> None:
 def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_issue() -> None:
     seams: list[CloudProvider] = [Eks(), Gke(), Aks(), Generic()]
     assert [s.name for s in seams] == [p.name for p in all_providers()]
-    for provider, issue in ((Provider.EKS, "#10"), (Provider.AKS, "#12")):
+    for provider, issue in ((Provider.EKS, "#10"),):
         seam = get(provider)
         assert seam.profile.provider is provider
         with pytest.raises(NotImplementedYet) as err:
@@ -329,6 +329,10 @@ def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_iss
     with pytest.raises(PreconditionFailed, match="project") as refused:
         get(Provider.GKE).plan_enable(_context(EnforcementState()))
     assert refused.value.hint == "pass --project"
+    # AKS's cloud side landed (#12): with no subscription to ask ARM about, a precondition.
+    with pytest.raises(PreconditionFailed) as aks:
+        get(Provider.AKS).plan_enable(_context(EnforcementState()))
+    assert "--subscription" in (aks.value.hint or "")
 
 
 def _context(state: EnforcementState) -> EnableContext:
