@@ -42,7 +42,7 @@ from netiso.ops.targets import choose_targets
 from netiso.policy import Cluster, Direction, Engine, Protocol
 from netiso.policy.selectors import bit_indices
 from netiso.providers import get
-from netiso.providers.base import EnableContext, EnablePlan, EnableRequest
+from netiso.providers.base import EnableContext, EnablePlan, EnableRequest, Enforcement
 
 if TYPE_CHECKING:
     from netiso.kube import ClusterRef, Kube
@@ -410,7 +410,10 @@ def plan_enable_section(kube: Kube, ref: ClusterRef | None, requested: Any,
     except PreconditionFailed as exc:
         return choice, detection, identity, EnableSection(
             "refused", None, None, exc.one_line(), int(exc.exit_code))
-    status = "already-enforcing" if plan.already is not None and not plan.pending else "pending"
+    # As bootstrap decides (netiso.bootstrap.run): the provider's word and a ready engine.
+    holds = (plan.already is not None and not plan.pending
+             and ctx.state.status is Enforcement.ENFORCING)
+    status = "already-enforcing" if holds else "pending"
     return choice, detection, identity, EnableSection(status, plan.engine, plan)
 
 

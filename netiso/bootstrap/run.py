@@ -218,9 +218,11 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
         plan = seam.plan_enable(ctx)
         result.plan, result.engine = plan, plan.engine
         pending = plan.pending
-        # "already" is enforcement that holds; no pending step alone is not: a run killed in
-        # its wait left every step done and enforcement perhaps not ready yet.
-        holds = plan.already is not None and not pending
+        # Enforcement holds when the provider says so *and* the cluster shows a ready engine:
+        # a run killed in its wait left every step done (the cloud already says "on", GKE's
+        # plan then names the engine) while the engine's pods may not be ready yet.
+        holds = (plan.already is not None and not pending
+                 and ctx.state.status is Enforcement.ENFORCING)
         rep.detail = (f"{plan.engine} already enforces NetworkPolicy" if holds
                       else f"{len(pending)} of {len(plan.steps)} enable step(s) pending"
                            + (": " + ", ".join(s.name for s in pending) if pending else ""))
