@@ -305,11 +305,12 @@ class Eks(ClusterSideOnly):
                  f"{calico.OPERATOR_IMAGE})",
                  call={"serverSideApply": calico.refs(manifests.operator), **ssa},
                  done=fresh and state.operator_image == calico.OPERATOR_IMAGE),
-            Step("aws-node-clusterrole", "ClusterRole aws-node: add patch on pods (Calico's EKS "
-                 "guide; JSON patch, the rules list is EKS's)",
-                 call={"jsonPatch": "ClusterRole aws-node",
-                       "add": {"path": "/rules/-", "value": dict(calico.AWS_NODE_RULE)}},
-                 done=role is None or calico.clusterrole_has_rule(role)),
+            *([] if role is None else [Step(
+                "aws-node-clusterrole", "ClusterRole aws-node: add patch on pods (Calico's EKS "
+                "guide; JSON patch, the rules list is EKS's)",
+                call={"jsonPatch": "ClusterRole aws-node",
+                      "add": {"path": "/rules/-", "value": dict(calico.AWS_NODE_RULE)}},
+                done=calico.clusterrole_has_rule(role))]),
             Step("aws-node-annotate-pod-ip", "DaemonSet kube-system/aws-node: env "
                  "ANNOTATE_POD_IP=true on container aws-node (server-side apply)",
                  call={"serverSideApply": ["DaemonSet kube-system/aws-node"],
@@ -371,9 +372,9 @@ class Eks(ClusterSideOnly):
             elif step.name == "aws-node-annotate-pod-ip":
                 ctx.kube.server_side_apply(calico.AWS_NODE_ENV)
             elif step.name == "calico-installation":
-                ctx.kube.server_side_apply(calico.INSTALLATION, force=force)
+                calico.apply_custom(ctx.kube, calico.INSTALLATION, force=force)
             elif step.name == "calico-apiserver":
-                ctx.kube.server_side_apply(calico.APISERVER, force=force)
+                calico.apply_custom(ctx.kube, calico.APISERVER, force=force)
 
     def wait(self, ctx: EnableContext, plan: EnablePlan) -> EnforcementState:
         from netiso.providers.eks import calico

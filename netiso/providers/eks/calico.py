@@ -22,8 +22,10 @@ Design decisions:
   ``APIServer`` was asked for: the operator's tiers controller needs the projectcalico.org/v3
   API that only the Calico API server serves, so without one it stays Degraded ("Waiting for
   Tigera API server to be ready") on every cluster; enforcement does not depend on it, and the
-  result says so. A Degraded component that stays Degraded fails the wait at once with the
-  operator's words and the non-ready pods' reasons, rather than after the whole timeout.
+  result says so. A component Degraded for a reason about the spec (InvalidConfigurationError,
+  ResourceCreateError, ...) for ``DEGRADED_GRACE`` fails the wait with the operator's words and
+  the non-ready pods' reasons, rather than after the whole timeout; PodFailure and
+  ResourceNotReady mean "still starting" during a rollout and fail only at the timeout.
 * **Version from the operator.** ``Installation default``'s ``status.calicoVersion`` is what the
   operator last rolled out: the pinned version and Available means there is nothing to do; an
   older one is refused unless ``--upgrade``.
@@ -85,7 +87,8 @@ AWS_NODE_ENV: Mapping[str, Any] = {
 TIERS = "tiers"
 # A Degraded condition is taken as the operator's verdict once it held this long: during a
 # rollout the operator briefly reports Degraded while a component it just created starts.
-DEGRADED_GRACE = 20.0
+DEGRADED_GRACE = 10.0
+STARTING = ("PodFailure", "ResourceNotReady")
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ class CalicoState:
     statuses: Mapping[str, Mapping[str, Mapping[str, Any]]]  # TigeraStatus name -> type -> cond
     apiserver: bool  # an APIServer resource exists
     operator_image: str  # the tigera-operator Deployment's image ("" when absent)
-    crds: frozenset[str]  # names of Calico CRDs present
+    crds: frozenset[str]  # names of the CRDs present (Calico's among them)
 
     def available(self, *, apiserver: bool) -> bool:
         return bool(self.statuses) and not self.not_ready(apiserver=apiserver)
@@ -198,9 +201,7 @@ def read_state(kube: Kube) -> CalicoState:
     from netiso.kube import MissingResourceType
 
     crd_rt = kube.resource_for("apiextensions.k8s.io/v1", "CustomResourceDefinition")
-    crds = frozenset(
-        str(o["metadata"]["name"]) for o in kube.list_objects(crd_rt)
-        if str(o["metadata"]["name"]).endswith((".projectcalico.org", ".tigera.io")))
+    crds = frozenset(str(o["metadata"]["name"]) for o in kube.list_objects(crd_rt))
     installation: Obj | None = None
     statuses: dict[str, dict[str, Mapping[str, Any]]] = {}
     apiserver = False
@@ -272,9 +273,36 @@ def non_ready_pods(kube: Kube, namespaces: Sequence[str] = ("tigera-operator", "
 
 def apply_objects(kube: Kube, objects: Sequence[Mapping[str, Any]], *, force: bool,
                   timeout: float) -> int:
-    """Server-side apply (CRDs waited on until Established); how many objects changed."""
+    """Server-side apply; CRDs are waited on until Established and their kinds remembered (the
+    plan looked Installation and TigeraStatus up before they existed, and the aggregated
+    discovery document trails a new CRD). How many objects were applied."""
+    from netiso.kube import resource_types_of_crd
+
     applied = kube.apply_all(objects, force=force, establish_timeout=timeout)
+    crds = [o for o in objects if o.get("kind") == "CustomResourceDefinition"]
+    if crds:
+        kube.wait_established([str(o["metadata"]["name"]) for o in crds], timeout=timeout)
+        for crd in crds:
+            kube.discovery.remember(resource_types_of_crd(crd))
     return len(applied)
+
+
+def apply_custom(kube: Kube, obj: Mapping[str, Any], *, force: bool,
+                 timeout: float = 30.0) -> None:
+    """Server-side apply of one of the operator's resources, once the API server serves its
+    kind: discovery documents can trail a CRD's Established condition by a moment."""
+    from netiso.kube import MissingResourceType
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            kube.server_side_apply(obj, force=force)
+            return
+        except MissingResourceType:
+            if time.monotonic() >= deadline:
+                raise
+            kube.discovery.invalidate()
+            time.sleep(1.0)
 
 
 def clusterrole_has_rule(role: Mapping[str, Any] | None) -> bool:
@@ -335,7 +363,11 @@ def wait_available(kube: Kube, *, apiserver: bool, timeout: float,
             log("calico: waiting for " + "; ".join(waiting))
             last = waiting
         now = time.monotonic()
-        degraded = state.degraded(apiserver=apiserver)
+        # PodFailure/ResourceNotReady are how the operator says "still starting" (calico-node
+        # not ready yet); those fail at the timeout, with the pods' reasons. Any other reason
+        # (InvalidConfigurationError, ResourceCreateError, ...) is its verdict on the spec.
+        degraded = [line for line in state.degraded(apiserver=apiserver)
+                    if not any(f"Degraded ({r}" in line for r in STARTING)]
         degraded_since = (degraded_since or now) if degraded else None
         if degraded and degraded_since is not None and now - degraded_since >= DEGRADED_GRACE:
             raise _failure(kube, "the Tigera operator reports Calico Degraded", degraded)

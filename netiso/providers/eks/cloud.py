@@ -28,7 +28,7 @@ from typing import Any
 
 from netiso.errors import OperationFailed
 
-# The SDK retries each call this many times in all (standard mode's default is 3): a throttled
+# Attempts per call in all, the first included (standard mode's default is 3): a throttled
 # account is common during cluster bring-up, and DescribeUpdate polls for minutes.
 MAX_ATTEMPTS = 8
 
@@ -105,7 +105,7 @@ class Eks:
             import botocore.exceptions
 
             config = botocore.config.Config(
-                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+                retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
                 user_agent_extra="netiso",
             )
             try:
