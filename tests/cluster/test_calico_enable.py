@@ -56,10 +56,11 @@ AWS_NODE_ROLE = {
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch", "get"]},
     ],
 }
-# Rejected by the real operator's validation (pkg/controller/installation/validation.go) with
-# nothing rolled out: only the AmazonVPC IPAM goes with the AmazonVPC CNI.
-BAD_IPAM = '{"spec":{"cni":{"ipam":{"type":"Calico"}}}}'
-FIX_IPAM = '{"spec":{"cni":{"ipam":null}}}'
+# Rejected by the real operator's validation (pkg/controller/installation/validation.go: "is not
+# an absolute path") with nothing rolled out, on a field netiso does not set. Calico IPAM was
+# avoided: the operator writes a default VXLAN IP pool into the spec, which then stays invalid.
+BAD_SPEC = '{"spec":{"flexVolumePath":"not/absolute"}}'
+FIX_SPEC = '{"spec":{"flexVolumePath":null}}'
 
 
 def _ci() -> bool:
@@ -353,16 +354,23 @@ def test_vpc_cni_while_calico_runs_exit_4(fresh: LabClient, server: EksServer) -
 
 def test_degraded_operator_exit_1_with_its_words(fresh: LabClient, server: EksServer) -> None:
     _kubectl_ok(fresh, "patch", "installation.operator.tigera.io", "default", "--type=merge",
-                "-p", BAD_IPAM)
+                "-p", BAD_SPEC)
+
+    def degraded() -> bool:
+        status = _json(fresh, "get", "tigerastatus", "calico") or {}
+        return any(c.get("type") == "Degraded" and c.get("status") == "True"
+                   for c in (status.get("status") or {}).get("conditions") or [])
+
     try:
+        _wait("TigeraStatus calico Degraded", degraded, 90)
         proc = enable(fresh, server)
         assert proc.returncode == 1, proc.stderr
         assert ("the Tigera operator reports Calico Degraded: calico: Degraded "
                 "(InvalidConfigurationError: ") in proc.stderr
-        assert "spec.cni.ipam.type" in proc.stderr
+        assert "not an absolute path" in proc.stderr
     finally:
         _kubectl_ok(fresh, "patch", "installation.operator.tigera.io", "default",
-                    "--type=merge", "-p", FIX_IPAM)
+                    "--type=merge", "-p", FIX_SPEC)
     again = enable(fresh, server)
     assert again.returncode == 0, again.stderr
 
@@ -424,3 +432,4 @@ def test_vpc_cni_keeps_configuration_values_and_enforces(fresh: LabClient,
     finally:
         server.on_addon_updated = None
         engines.eks_policy_agent(Kube(str(fresh.kubeconfig)), False)
+        engines.wait_not_enforcing(Kube(str(fresh.kubeconfig)), 120)
