@@ -24,11 +24,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.lab import build, controlplane, enforcement, network
+from tests.lab import build, controlplane, enforcement, engines, network
 from tests.lab import lab as lab_mod
+from tests.lab.kubeapi import Kube
 
 pytestmark = pytest.mark.lab_teardown
 
@@ -130,7 +132,7 @@ def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
         pytest.skip("a lab is running (maybe another engineer's): not tearing it down")
 
     if not lab_mod.is_up():
-        up = _cli("up", "--nodes", "2")
+        up = _cli("up", "--flavor", "generic", "--nodes", "2")
         assert up.returncode == 0, up.stderr
     status = _cli("status")
     rows = dict(line.split(None, 1) for line in status.stdout.splitlines() if line.strip())
@@ -178,3 +180,61 @@ def test_down_removes_every_lab_object_and_process(canaries: Canaries) -> None:
 
     again = _cli("down")
     assert again.returncode == 0, "down must be idempotent: " + again.stderr
+
+
+def _processes_running(needle: str) -> list[str]:
+    """Live processes whose command line contains ``needle`` (pid: argv)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/cmdline").read_bytes()
+            argv = raw.replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if needle in argv:
+            found.append(f"{entry}: {argv[:160]}")
+    return found
+
+
+@pytest.mark.timeout(1500)
+def test_down_leaves_nothing_of_the_engine_doubles(canaries: Canaries) -> None:
+    """An engine double (GKE's Calico here) enforcing on both nodes, then a crash: the node agent
+    SIGKILLed (the doubles and their kube-routers orphaned) and the pid files gone. `down` must
+    still stop every double and kube-router and leave no chain or ipset anywhere."""
+    in_ci = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+    if lab_mod.is_up() and not in_ci:
+        pytest.skip("a lab is running (maybe another engineer's): not tearing it down")
+    up = _cli("up", "--flavor", "gke", "--nodes", "2")
+    assert up.returncode == 0, up.stderr
+    spec = lab_mod.load_spec()
+    assert spec is not None and spec.flavor == "gke" and not spec.enforce
+    kube = Kube(str(controlplane.paths().admin_kubeconfig))
+    engines.gke_network_policy(kube, True)
+    engines.wait_enforcing(kube, timeout=120)
+    assert all(enforcement.chains(n.netns) for n in spec.nodes), "the doubles were enforcing"
+    # kube-router itself, not the doubles (whose argv names the binary after --kube-router).
+    kube_router = f"{build.binary('kube-router')} --kubeconfig="
+    assert len(_processes_running("tests.lab.engine_double")) == len(spec.nodes)
+    assert len(_processes_running(kube_router)) == len(spec.nodes)
+    assert canaries.alive() == ["netns", "chain", "ipset", "process"]
+
+    agent = controlplane.running(lab_mod.NODE_AGENT)
+    assert agent is not None
+    os.kill(agent, signal.SIGKILL)
+    shutil.rmtree(controlplane.paths().pids)
+    assert len(_processes_running(kube_router)) == len(spec.nodes), "orphaned, still running"
+    down = _cli("down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert canaries.alive() == ["netns", "chain", "ipset", "process"], "down removed a canary"
+    assert _processes_running("tests.lab.engine_double") == []
+    assert _processes_running(kube_router) == []
+    assert controlplane.scan_lab_processes() == []
+    assert network.leftovers() == []
+    assert network.list_netns() == []
+    chains = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout
+    assert "KUBE-ROUTER" not in chains and "KUBE-NWPLCY" not in chains
+    sets = subprocess.run(["ipset", "list", "-n"], capture_output=True, text=True,
+                          check=False).stdout
+    assert not [s for s in sets.split() if s.startswith("KUBE-")]

@@ -22,8 +22,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="node look: generic (default), eks, gke, aks")
     up.add_argument("--nodes", type=int, choices=(1, 2), default=None, help="node count (2)")
     up.add_argument("--no-enforce", action="store_true",
-                    help="start without NetworkPolicy enforcement (kube-router off; "
-                         "the default for --flavor eks)")
+                    help="start without the lab's own NetworkPolicy enforcement (kube-router "
+                         "off; the default for --flavor eks, gke and aks)")
     sub.add_parser("down", help="stop the lab and remove everything it created")
     sub.add_parser("status", help="one line per component")
     enforce = sub.add_parser("enforce", help="turn NetworkPolicy enforcement on or off")

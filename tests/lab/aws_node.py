@@ -3,10 +3,13 @@
 On EKS the VPC CNI runs as the DaemonSet `kube-system/aws-node` (containers `aws-node` and
 `aws-eks-nodeagent`, the network policy agent, started with `--enable-network-policy=false`
 unless turned on). netiso's detection and preflight read that DaemonSet, so the EKS-flavoured lab
-has one with the same shape: same names, labels, images, hostNetwork and tolerations. Its images
-map to a busybox `sleep` (images.py): the lab's node agent already wires pods the way the VPC CNI
-does (veths named `eni` + sha1("<ns>.<pod>")[:11], a /32 route per pod), so nothing of the CNI
-needs to run, and nothing enforces NetworkPolicy until Calico's felix does.
+has one with the same shape: same names, labels, images, hostNetwork and tolerations. The CNI
+image maps to a busybox `sleep` (images.py): the lab's node agent already wires pods the way the
+VPC CNI does (veths named `eni` + sha1("<ns>.<pod>")[:11], a /32 route per pod), so nothing of the
+CNI needs to run. The policy agent's image is the lab's double of AWS's agent (engine_double.py):
+inert while its args say `--enable-network-policy=false`, kube-router for its node once the EKS
+add-on (engines.eks_policy_agent) sets it to true. So nothing enforces NetworkPolicy until Calico's
+felix or that agent does.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ def daemonset() -> JSON:
                 "spec": {
                     "hostNetwork": True,
                     "priorityClassName": "system-node-critical",
-                    "terminationGracePeriodSeconds": 2,
+                    # The real one's; the policy agent's double sweeps its rules on SIGTERM.
+                    "terminationGracePeriodSeconds": 10,
                     "tolerations": [{"operator": "Exists"}],
                     "containers": [
                         {
@@ -66,6 +70,14 @@ def daemonset() -> JSON:
                                 "--metrics-bind-addr=:8162",
                                 "--health-probe-bind-addr=:8163",
                             ],
+                            "env": [{
+                                "name": "MY_NODE_NAME",
+                                "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}},
+                            }],
+                            "securityContext": {
+                                "capabilities": {"add": ["NET_ADMIN"]},
+                                "privileged": True,
+                            },
                         },
                     ],
                 },

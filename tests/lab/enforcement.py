@@ -25,11 +25,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import yaml
+
 from tests.lab import build, controlplane
+from tests.lab.kubeapi import Kube
 
 KUBE_ROUTER_CHAIN = re.compile(r"KUBE-(ROUTER|NWPLCY|POD-FW|SRC|DST)-[A-Za-z0-9_-]*")
 _IPSET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-", "KUBE-ROUTER-", "inet6:KUBE-")
 _TOP_CHAINS = ("KUBE-ROUTER-INPUT", "KUBE-ROUTER-FORWARD", "KUBE-ROUTER-OUTPUT")
+# kube-router logs this at the end of every full policy sync (network_policy_controller.go).
+SYNC_LINE = b"sync iptables took"
 
 RBAC = """
 apiVersion: rbac.authorization.k8s.io/v1
@@ -82,35 +87,39 @@ def process_name(node: EnforcedNode) -> str:
 COMMAND_TIMEOUT = 60.0
 
 
-def _netns(netns: str, *argv: str, check: bool = True, stdin: str | None = None) -> str:
+def _netns(netns: str | None, *argv: str, check: bool = True, stdin: str | None = None) -> str:
+    """Run ``argv`` in ``netns``; None is this process's own netns (an engine double's pod, which
+    runs in its node netns already and may not setns)."""
+    where = f"netns {netns}" if netns is not None else "its own netns"
+    prefix = ["ip", "netns", "exec", netns] if netns is not None else []
     try:
-        proc = subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin,
+        proc = subprocess.run([*prefix, *argv], input=stdin,
                               capture_output=True, text=True, check=False,
                               timeout=COMMAND_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
         raise controlplane.LabError(
-            f"`{' '.join(argv)}` in netns {netns} did not finish in {COMMAND_TIMEOUT:.0f} s"
+            f"`{' '.join(argv)}` in {where} did not finish in {COMMAND_TIMEOUT:.0f} s"
         ) from exc
     if check and proc.returncode != 0:
         raise controlplane.LabError(
-            f"`{' '.join(argv)}` in netns {netns} failed: {proc.stderr.strip()}"
+            f"`{' '.join(argv)}` in {where} failed: {proc.stderr.strip()}"
         )
     return proc.stdout
 
 
-def chains(netns: str) -> list[str]:
+def chains(netns: str | None) -> list[str]:
     """kube-router chains present in the filter table of ``netns``."""
     out = _netns(netns, "iptables-save", "-t", "filter", check=False)
     return sorted({m.group(1) for m in re.finditer(r"^:(\S+)", out, re.M)
                    if KUBE_ROUTER_CHAIN.fullmatch(m.group(1))})
 
 
-def ipsets(netns: str) -> list[str]:
+def ipsets(netns: str | None) -> list[str]:
     out = _netns(netns, "ipset", "list", "-n", check=False)
     return sorted(n for n in out.split() if n.startswith(_IPSET_PREFIXES))
 
 
-def _hooked(netns: str) -> bool:
+def hooked(netns: str | None) -> bool:
     out = _netns(netns, "iptables-save", "-t", "filter", check=False)
     return all(re.search(rf"^-A {base} .*-j {chain}\b", out, re.M)
                for base, chain in (("FORWARD", "KUBE-ROUTER-FORWARD"),
@@ -135,12 +144,28 @@ def _apply_rbac() -> None:
         raise controlplane.LabError(f"applying kube-router RBAC failed: {proc.stderr.strip()}")
 
 
+def ensure_rbac(kube: Kube) -> None:
+    """RBAC through the API (server-side apply): what ``on`` applies with kubectl, for callers
+    that hold a client already (the engine doubles' switches in engines.py)."""
+    for obj in yaml.safe_load_all(RBAC):
+        kind = obj["kind"].lower() + "s"
+        kube.apply(f"/apis/rbac.authorization.k8s.io/v1/{kind}/{obj['metadata']['name']}", obj,
+                   field_manager="netiso-lab")
+
+
 def _argv(node: EnforcedNode) -> list[str]:
+    return ["ip", "netns", "exec", node.netns,
+            *kube_router_argv(str(build.binary("kube-router")),
+                              str(controlplane.paths().kubeconfig("kube-router")), node.name)]
+
+
+def kube_router_argv(binary: str, kubeconfig: str, node_name: str) -> list[str]:
+    """kube-router as the lab runs it: firewall only, for ``node_name``, in the caller's netns
+    (the lab's switch wraps it in ``ip netns exec``; an engine double already runs there)."""
     return [
-        "ip", "netns", "exec", node.netns,
-        str(build.binary("kube-router")),
-        f"--kubeconfig={controlplane.paths().kubeconfig('kube-router')}",
-        f"--hostname-override={node.name}",
+        binary,
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={node_name}",
         "--run-firewall=true",
         "--run-router=false",
         "--run-service-proxy=false",
@@ -167,13 +192,12 @@ def _log_size(node: EnforcedNode) -> int:
 
 
 def _synced_since(node: EnforcedNode, offset: int) -> bool:
-    # kube-router logs this line at the end of every full policy sync (network_policy_controller
-    # .go, "sync iptables took"); the first one after a start means every existing policy and pod
-    # is programmed, not just the top-level chains hooked in.
+    # The first SYNC_LINE after a start means every existing policy and pod is programmed, not
+    # just the top-level chains hooked in.
     try:
         with open(controlplane.paths().log(process_name(node)), "rb") as log:
             log.seek(offset)
-            return b"sync iptables took" in log.read()
+            return SYNC_LINE in log.read()
     except OSError:
         return False
 
@@ -195,7 +219,7 @@ def on(nodes: Sequence[EnforcedNode], *, timeout: float = 180.0) -> None:
     pending = list(nodes)
     while pending:
         pending = [n for n in pending
-                   if not (_hooked(n.netns)
+                   if not (hooked(n.netns)
                            and (n.name not in started or _synced_since(n, started[n.name])))]
         for node in pending:
             if controlplane.running(process_name(node)) is None:
@@ -220,14 +244,14 @@ def without_kube_router(saved: str) -> str:
     return "\n".join(kept) + "\n"
 
 
-def _sweep_filter_table(netns: str) -> None:
+def _sweep_filter_table(netns: str | None) -> None:
     saved = _netns(netns, "iptables-save", "-t", "filter", check=False)
     if KUBE_ROUTER_CHAIN.search(saved):
         _netns(netns, "iptables-restore", "-T", "filter", stdin=without_kube_router(saved))
 
 
-def cleanup(netns: str) -> None:
-    """Remove every kube-router chain, rule and ipset from ``netns``."""
+def cleanup(netns: str | None) -> None:
+    """Remove every kube-router chain, rule and ipset from ``netns`` (None: this process's)."""
     _sweep_filter_table(netns)
     for name in ipsets(netns):
         _netns(netns, "ipset", "destroy", name, check=False)
@@ -248,7 +272,7 @@ def off(nodes: Sequence[EnforcedNode]) -> None:
 
 def state(nodes: Sequence[EnforcedNode]) -> str:
     """``on`` (every node enforcing), ``off`` (none), or ``partial``."""
-    flags = [controlplane.running(process_name(n)) is not None and _hooked(n.netns)
+    flags = [controlplane.running(process_name(n)) is not None and hooked(n.netns)
              for n in nodes]
     if flags and all(flags):
         return "on"

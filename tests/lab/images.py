@@ -53,9 +53,32 @@ BUSYBOX = "/bin/busybox"
 DNSMASQ = "/usr/sbin/dnsmasq"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DNS_IMAGE = "netiso.lab/dnsmasq:2.90"
-# The EKS flavour's aws-node DaemonSet (aws_node.py): inert, like pause. Nothing of the VPC CNI
-# needs to run; the node agent wires pods the way it would.
-AWS_NODE_IMAGES = ("amazon-k8s-cni", "aws-network-policy-agent")
+# The EKS flavour's aws-node DaemonSet (aws_node.py): the CNI container is inert, like pause.
+# Nothing of the VPC CNI needs to run; the node agent wires pods the way it would.
+AWS_NODE_IMAGES = ("amazon-k8s-cni",)
+
+# The lab's doubles of the clouds' managed policy engines (engine_double.py): image repository ->
+# engine. Any tag: the clouds move their tags (`v3.26.3-gke.13`, `1.16.6`), netiso reads names,
+# namespaces and flags, and the double is kube-router whatever the version. The EKS agent's
+# registry is regional (`<account>.dkr.ecr.<region>.amazonaws.com/amazon/...`), so it is matched by
+# its last path component, as AWS_NODE_IMAGES are. None of these collides with the real Calico
+# images the lab runs (`quay.io/calico/*`, CALICO_IMAGES), which are exact tags of a real build.
+ENGINE_DOUBLE_IMAGES = {
+    "gke.gcr.io/calico/node": "gke-calico",
+    "mcr.microsoft.com/containernetworking/azure-npm": "azure-npm",
+    "mcr.microsoft.com/oss/calico/node": "aks-calico",
+    "mcr.microsoft.com/oss/cilium/cilium": "cilium",
+}
+EKS_AGENT_IMAGE = "aws-network-policy-agent"
+EKS_AGENT_ENGINE = "aws-network-policy-agent"
+
+
+def engine_double(image: str) -> str | None:
+    """The engine whose double ``image`` runs, or None for any other image."""
+    name, _tag = normalize(image)
+    if name.rsplit("/", 1)[-1] == EKS_AGENT_IMAGE:
+        return EKS_AGENT_ENGINE
+    return ENGINE_DOUBLE_IMAGES.get(name)
 
 
 class ImageNotFound(Exception):
@@ -75,16 +98,21 @@ class Image:
     # Absolute paths inside the image -> the host programs standing in for them (probes and
     # lifecycle hooks exec the image's own paths, e.g. /bin/calico-node).
     files: tuple[tuple[str, str], ...] = ()
+    # The program a container of this image runs whatever its command and args say; it gets
+    # them as its own arguments (an engine double reads the real program's flags from them).
+    # Only the container's own process: exec probes and hooks still resolve through argv().
+    wrapper: tuple[str, ...] = ()
+
+    def container_argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
+        """The argv of a container's process (argv(), or the wrapper around the raw one)."""
+        if self.wrapper:
+            return [*self.wrapper, *_raw_argv(self, command, args)]
+        return self.argv(command, args)
 
     def argv(self, command: list[str] | None, args: list[str] | None) -> list[str]:
         """Kubernetes' rule: command replaces ENTRYPOINT, args replace CMD (and a command alone
         drops CMD)."""
-        if command:
-            argv = list(command) + list(args or [])
-        elif args:
-            argv = list(self.entrypoint) + list(args)
-        else:
-            argv = list(self.entrypoint) + list(self.cmd)
+        argv = _raw_argv(self, command, args)
         if not argv:
             raise ImageNotFound(
                 f"image {self.reference} has no entrypoint or cmd and none was given"
@@ -100,6 +128,14 @@ class Image:
             # is busybox-static's shell, which would run its own applet for a bare `sh`.
             argv[0] = shutil.which(head, path=self.path) or head
         return argv
+
+
+def _raw_argv(image: Image, command: list[str] | None, args: list[str] | None) -> list[str]:
+    if command:
+        return list(command) + list(args or [])
+    if args:
+        return list(image.entrypoint) + list(args)
+    return list(image.entrypoint) + list(image.cmd)
 
 
 def normalize(image: str) -> tuple[str, str]:
@@ -276,11 +312,51 @@ def resolve(image: str, state_dir: str | os.PathLike[str]) -> Image:
     calico = _calico_image(name, tag, ref, state_dir)
     if calico is not None:
         return calico
+    engine = engine_double(ref)
+    if engine is not None:
+        return _engine_double_image(ref, engine, state_dir)
     raise ImageNotFound(
         f'failed to pull and unpack image "{ref}": the netiso lab has no registry access and no '
         f"local program for this image (known: busybox*, alpine, registry.k8s.io/pause, "
-        f"netiso.lab/dnsmasq, {', '.join(f'{n}:{v}' for n, (v, _) in CALICO_IMAGES.items())})"
+        f"netiso.lab/dnsmasq, {', '.join(f'{n}:{v}' for n, (v, _) in CALICO_IMAGES.items())}, "
+        f"the engine doubles {', '.join([*ENGINE_DOUBLE_IMAGES, f'*/{EKS_AGENT_IMAGE}'])})"
     )
+
+
+# `python -c` bootstrap of a double: the container's environment is the pod's (no PYTHONPATH),
+# so the checkout that runs the node agent is put on sys.path by the argv itself.
+_DOUBLE_BOOT = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from tests.lab.engine_double import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _engine_double_image(ref: str, engine: str, state_dir: str | os.PathLike[str]) -> Image:
+    """kube-router for the pod's node, in its netns, as the pod's own process (engine_double)."""
+    kube_router = build.binary("kube-router")
+    if not os.access(kube_router, os.X_OK):
+        raise ImageNotFound(f'failed to pull and unpack image "{ref}": the lab runs it as '
+                            f"kube-router, and {kube_router} is not built yet")
+    applet_dir = ensure_applet_dir(state_dir)[0]
+    wrapper = (sys.executable, "-c", _DOUBLE_BOOT, str(Path(__file__).resolve().parents[2]),
+               "--engine", engine, "--state-dir", str(state_dir),
+               "--kube-router", str(kube_router), "--sleep", f"{applet_dir}/sleep", "--")
+    files: tuple[tuple[str, str], ...] = ()
+    if engine.endswith("-calico"):
+        probe = _write_script(Path(state_dir) / "images" / "doubles" / "calico-node",
+                              CALICO_DOUBLE_PROBE)
+        files = (("/bin/calico-node", probe),)
+    return Image(ref, (), (), SYSTEM_PATH, files=files, wrapper=wrapper)
+
+
+# The calico/node image's /bin/calico-node as its probes call it, for the Calico doubles: ready
+# (`-felix-ready`) once the double did its first policy sync (engine_double.SYNCED_FILE, in the
+# container's private /tmp, which exec probes see); any other probe flag is refused, since
+# nothing here could answer it honestly.
+CALICO_DOUBLE_PROBE = r"""#!/bin/sh
+case "$*" in
+  -felix-ready) exec test -e /tmp/.netiso-engine-double-synced ;;
+  *) echo "netiso lab: the Calico double answers only -felix-ready, not: $*" >&2; exit 1 ;;
+esac
+"""
 
 
 # The calico/node image's /sbin/start_runit + /etc/rc.local + runit services, for the lab: the

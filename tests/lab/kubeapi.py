@@ -18,6 +18,7 @@ from kubernetes import config as kube_config
 JSON = dict[str, Any]
 STRATEGIC = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"
 
 
 class ApiError(Exception):
@@ -87,6 +88,19 @@ class Kube:
 
     def patch(self, path: str, body: JSON, content_type: str = STRATEGIC) -> JSON:
         return self.request("PATCH", path, body=body, content_type=content_type)
+
+    def apply(self, path: str, body: JSON, *, field_manager: str, force: bool = True) -> JSON:
+        """Server-side apply of ``body`` at its object path (JSON is valid YAML)."""
+        return self.request("PATCH", path, body=body, content_type=APPLY,
+                            query={"fieldManager": field_manager, "force": str(force).lower()})
+
+    def text(self, path: str, **query: Any) -> str:
+        """A GET whose answer is not JSON (a container log)."""
+        resp = self._send("GET", path, query=query)
+        raw: bytes = resp.read()
+        if resp.status >= 400:
+            raise ApiError(resp.status, raw[:300].decode(errors="replace"))
+        return raw.decode(errors="replace")
 
     def delete(self, path: str, body: JSON | None = None) -> JSON:
         return self.request("DELETE", path, body=body)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from tests.lab import aws_node, build, controlplane, dns, enforcement, kubeapi, network
+from tests.lab import aws_node, build, controlplane, dns, enforcement, engines, kubeapi, network
 
 FLAVORS = ("generic", "eks", "gke", "aks")
 NODE_AGENT = "node-agent"
@@ -247,11 +247,13 @@ def _save_spec(spec: LabSpec) -> None:
 
 def make_spec(flavor: str = "generic", node_count: int = 2,
               enforce: bool | None = None) -> LabSpec:
-    """The lab's shape. Enforcement defaults to on, except for eks: an EKS cluster with the VPC
-    CNI enforces nothing until Calico (or the VPC CNI's policy agent) is installed, and in the lab
-    that is Calico's own felix, started by the real operator (issue #15)."""
+    """The lab's shape. The lab's own enforcement defaults to on for generic only. On the clouds
+    enforcement comes from the cloud's setting: an EKS cluster with the VPC CNI enforces nothing
+    until Calico (the real operator's felix in the lab, issue #15) or the VPC CNI's policy agent
+    is on, and GKE and AKS enforce only once their network policy setting is; in the lab those
+    settings bring up the engine doubles (engines.py, issues #10-#12)."""
     if enforce is None:
-        enforce = flavor != "eks"
+        enforce = flavor == "generic"
     if flavor not in FLAVORS:
         raise ValueError(f"unknown flavour {flavor!r}; choose one of {', '.join(FLAVORS)}")
     if node_count not in (1, 2):
@@ -408,6 +410,7 @@ def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
             aws_node.remove(kube)
     except kubeapi.ApiError as exc:
         raise controlplane.LabError(f"kube-system/aws-node: {exc}") from exc
+    engines.remove_foreign(kube, spec.flavor)
 
     set_enforcement(spec.enforce, spec=spec, log=log)
     phase("enforcement")
@@ -479,6 +482,13 @@ def status() -> list[tuple[str, str]]:
         rows.append(("flavor", "unknown"))
     else:
         rows.append(("enforcement", enforcement.state(spec.enforced_nodes())))
+        # kube-router chains with no lab kube-router running: an engine double's (engines.py).
+        doubled = [n.name for n in spec.enforced_nodes()
+                   if controlplane.running(enforcement.process_name(n)) is None
+                   and enforcement.chains(n.netns)]
+        if doubled:
+            rows.append(("engine doubles", f"kube-router chains on {', '.join(doubled)} "
+                         "(a cloud engine's double, not the lab's enforcement)"))
         rows.append(("flavor", spec.flavor))
         origin = spec.origin or _agent_origin()
         rows.append(("origin", f"{origin.repo} @ {(origin.revision or 'unknown')[:12]}"

@@ -911,7 +911,7 @@ class PodWorker(threading.Thread):
         command = [_expand(str(a), env) for a in c.spec.get("command") or []]
         args = [_expand(str(a), env) for a in c.spec.get("args") or []]
         try:
-            argv = c.image.argv(command or None, args or None)
+            argv = c.image.container_argv(command or None, args or None)
         except images.ImageNotFound as exc:
             # What a runtime says for a container it cannot create (e.g. no command at all).
             c.state = {"waiting": {"reason": "CreateContainerError", "message": str(exc)}}
