@@ -125,10 +125,15 @@ def _json(lab: LabClient, *args: str) -> Any:
 
 
 def snapshot(lab: LabClient) -> dict[str, Any]:
-    """What enable could change in the cluster, by name and resourceVersion."""
+    """What enable could change in the cluster: names, and each object's spec by its generation
+    (RBAC objects have none: their resourceVersion), so status updates of a rollout still in
+    progress, or of the operator, do not count as changes."""
     def rv(*args: str) -> str | None:
         obj = _json(lab, "get", *args)
-        return None if obj is None else str(obj["metadata"]["resourceVersion"])
+        if obj is None:
+            return None
+        meta = obj["metadata"]
+        return str(meta.get("generation") or meta["resourceVersion"])
 
     crds = _json(lab, "get", "crd") or {"items": []}
     namespaces = _json(lab, "get", "namespaces") or {"items": []}

@@ -88,6 +88,12 @@ class Eks(ClusterSideOnly):
     name = Provider.EKS
     issue = "issue #10"
 
+    def __init__(self) -> None:
+        # Per-run state between plan_enable, enable and wait (keyed by the run's context): the
+        # EKS client (its call log) and the checked Calico manifests, read once.
+        self._clients: dict[int, Any] = {}
+        self._manifests: dict[int, Manifests] = {}
+
     def evidence(self, facts: ClusterFacts) -> list[Signal]:
         out = node_signals(
             facts, Provider.EKS,
@@ -274,6 +280,11 @@ class Eks(ClusterSideOnly):
         upgrade = bool(opts.get("upgrade"))
         apiserver = bool(opts.get("calicoApiserver"))
         state = calico.read_state(ctx.kube)
+        if state.installation is None and any(e.engine == CALICO and e.ready > 0
+                                              for e in ctx.state.engines):
+            # Calico installed without the operator (manifests, a chart): it enforces, and it is
+            # not netiso's to upgrade; a second Calico through the operator would fight it.
+            return self._already(CALICO, view, warnings)
         installed = state.version
         if installed and installed != calico.VERSION and not upgrade:
             raise PreconditionFailed(
@@ -389,12 +400,6 @@ class Eks(ClusterSideOnly):
         self._clients.pop(id(ctx), None)
         self._manifests.pop(id(ctx), None)
         return EnforcementState(engines=(seen,) if seen else (), source="cluster")
-
-    def __init__(self) -> None:
-        # Per-run state between plan_enable, enable and wait (keyed by the run's context): the
-        # EKS client (its call log) and the checked Calico manifests, read once.
-        self._clients: dict[int, Any] = {}
-        self._manifests: dict[int, Manifests] = {}
 
 
 CALICO, VPC_CNI = "calico", "vpc-cni"
