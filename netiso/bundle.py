@@ -98,6 +98,19 @@ def _credential_agent_rules(values: Values) -> list[dict[str, Any]]:
     }]
 
 
+def _workload_identity_rules(values: Values) -> list[dict[str, Any]]:
+    """GKE's metadata server for Workload Identity tokens, when the values file opts in.
+
+    An explicit allow, so it also opens 169.254.169.254:80 under deny-metadata-egress's
+    ``except`` (NetworkPolicy rules add up): Dataplane V2 evaluates egress before the node
+    redirects that address to the gke-metadata-server.
+    """
+    if not values.workload_identity:
+        return []
+    return [{"to": [{"ipBlock": {"cidr": cidr}}], "ports": [{"protocol": "TCP", "port": port}]}
+            for cidr, port in values.profile.workload_identity]
+
+
 def _ip_block(cidr: str, excepts: Sequence[str]) -> dict[str, Any]:
     block: dict[str, Any] = {"cidr": cidr}
     if excepts:
@@ -117,6 +130,7 @@ def _metadata_egress(values: Values) -> list[dict[str, Any]]:
         {"to": [{"namespaceSelector": {}}]},
         _dns_rule(values),
         *_credential_agent_rules(values),
+        *_workload_identity_rules(values),
     ]
     return rules
 
@@ -221,7 +235,8 @@ def _policies_for(values: Values, namespace: str) -> list[dict[str, Any]]:
     warning = values.profile.metadata_warning
     gke_warning = {WARNING_ANNOTATION: warning} if warning else {}
     if deny_egress:
-        rules = [_dns_rule(values), *_credential_agent_rules(values)]
+        rules = [_dns_rule(values), *_credential_agent_rules(values),
+                 *_workload_identity_rules(values)]
         out.append(
             _object(
                 PolicyKey.DEFAULT_DENY_EGRESS,

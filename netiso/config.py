@@ -166,6 +166,8 @@ class Values:
     app_ports: tuple[AppPorts, ...] = ()
     allow_from_namespaces: tuple[str, ...] = ()
     metadata_deny: tuple[str, ...] = ()
+    #: ``metadata.workloadIdentity``: allow the provider's Workload Identity endpoint (GKE).
+    workload_identity: bool = False
     dns: DnsAllowance = field(default_factory=DnsAllowance)
     ipv6: bool = True
 
@@ -654,7 +656,8 @@ def load_values(
 
     # metadata
     md_at = src / "metadata"
-    md_doc = _mapping(doc.get("metadata"), md_at, ("deny",))
+    md_doc = _mapping(doc.get("metadata"), md_at, ("deny", "workloadIdentity"))
+    workload_identity = _bool(md_doc.get("workloadIdentity", False), md_at / "workloadIdentity")
     if "deny" in md_doc:
         deny_raw = _list(md_doc["deny"], md_at / "deny")
         metadata = tuple(_cidr(c, md_at / "deny" / i) for i, c in enumerate(deny_raw))
@@ -697,6 +700,7 @@ def load_values(
         app_ports=app_ports,
         allow_from_namespaces=allow_from,
         metadata_deny=metadata,
+        workload_identity=workload_identity,
         dns=dns,
         ipv6=ipv6,
     )

@@ -80,6 +80,9 @@ class Profile:
     extra_dns: tuple[str, ...] = ()
     #: What the egress policies cannot promise on this provider (an annotation and a warning).
     metadata_warning: str | None = None
+    #: (CIDR, TCP port) of the metadata server pods reach for Workload Identity tokens: allowed by
+    #: both egress policies only when the values file opts in (``metadata.workloadIdentity``).
+    workload_identity: tuple[tuple[str, int], ...] = ()
 
 
 PROFILES: Mapping[Provider, Profile] = {
@@ -107,6 +110,11 @@ PROFILES: Mapping[Provider, Profile] = {
         # port 53 (the credentials are on port 80). Without it, DNS breaks on Dataplane V2.
         extra_dns=(LINK_LOCAL_METADATA,),
         metadata_warning=GKE_METADATA_WARNING,
+        # Community reports (README, "Workload Identity on GKE"): legacy Calico evaluates egress
+        # after the node's DNAT to the gke-metadata-server (169.254.169.252:988), Dataplane V2
+        # before it (169.254.169.254:80). Opt-in: on a node pool without Workload Identity the
+        # second is the node's own metadata server and its credentials.
+        workload_identity=(("169.254.169.252/32", 988), (LINK_LOCAL_METADATA, 80)),
     ),
     Provider.AKS: Profile(
         provider=Provider.AKS,

@@ -102,7 +102,7 @@ def _global_params(*, hidden: bool) -> list[click.Option]:
         click.Option(["--no-color", f"{p}no_color"], is_flag=True, default=False,
                      help="No colour (also when NO_COLOR is set).", **extra),
         click.Option(["--yes", "-y", f"{p}yes"], is_flag=True, default=False,
-                     help="Assume yes for disruptive steps (no command has one yet).", **extra),
+                     help="Allow node-recreating steps (enable, bootstrap) without asking.", **extra),
     ]
 
 

@@ -71,6 +71,7 @@ from netiso.kube.resources import (
     NETWORK_POLICY,
     POD,
     RANK_CRD,
+    RANK_CUSTOM,
     Discovery,
     ResourceType,
     _rt,
@@ -627,7 +628,27 @@ class Kube:
         CRDs last), each by uid after reading it; with ``wait``, until all are gone."""
         results: list[Deleted] = []
         gone_later: list[tuple[ResourceType, str, str | None, str]] = []
+        deadline = time.monotonic() + timeout
+
+        def wait_gone() -> None:
+            for rt, name, namespace, ref in gone_later if wait else []:
+                try:
+                    self.wait_for(rt, name, namespace, lambda o: o is None,
+                                  timeout=max(1.0, deadline - time.monotonic()),
+                                  what=f"the deletion of {ref}")
+                except MissingResourceType:  # the type went with its CRD: so did the object
+                    continue
+            gone_later.clear()
+
+        custom_phase = True
         for obj in delete_order(objects):
+            if custom_phase and kind_rank(obj) != RANK_CUSTOM:
+                # Custom resources first, and gone before their controller goes: an operator's
+                # CR (Calico's Installation) carries a finalizer only that operator removes, so
+                # deleting the operator's Deployment in the same breath leaves the CR, and with
+                # it the CRD, stuck until the wait times out.
+                custom_phase = False
+                wait_gone()
             meta = obj.get("metadata") or {}
             name = str(meta.get("name", ""))
             try:
@@ -643,15 +664,9 @@ class Kube:
             results.append(Deleted(describe(obj), deleted))
             if deleted:
                 gone_later.append((rt, name, namespace, describe(obj)))
-        deadline = time.monotonic() + timeout
-        for rt, name, namespace, ref in gone_later if wait else []:
-            try:
-                self.wait_for(rt, name, namespace, lambda o: o is None,
-                              timeout=max(1.0, deadline - time.monotonic()),
-                              what=f"the deletion of {ref}")
-            except MissingResourceType:  # the type went with its CRD: so did the object
-                continue
+        wait_gone()
         return results
+
 
 
 def connect(

@@ -316,7 +316,7 @@ def test_provider_option_values() -> None:
 def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_issue() -> None:
     seams: list[CloudProvider] = [Eks(), Gke(), Aks(), Generic()]
     assert [s.name for s in seams] == [p.name for p in all_providers()]
-    for provider, issue in ((Provider.GKE, "#11"), (Provider.AKS, "#12")):  # EKS: #10 landed
+    for provider, issue in ((Provider.AKS, "#12"),):  # EKS (#10) and GKE (#11) landed
         seam = get(provider)
         assert seam.profile.provider is provider
         with pytest.raises(NotImplementedYet) as err:
@@ -325,6 +325,10 @@ def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_iss
                                         f"{issue}): not implemented yet")
     with pytest.raises(PreconditionFailed):
         get(Provider.GENERIC).plan_enable(_context(EnforcementState()))
+    # GKE's cloud side has landed (#11): without a project it refuses before any cloud call.
+    with pytest.raises(PreconditionFailed, match="project") as refused:
+        get(Provider.GKE).plan_enable(_context(EnforcementState()))
+    assert refused.value.hint == "pass --project"
 
 
 def _context(state: EnforcementState) -> EnableContext:
