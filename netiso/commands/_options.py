@@ -102,7 +102,8 @@ def _global_params(*, hidden: bool) -> list[click.Option]:
         click.Option(["--no-color", f"{p}no_color"], is_flag=True, default=False,
                      help="No colour (also when NO_COLOR is set).", **extra),
         click.Option(["--yes", "-y", f"{p}yes"], is_flag=True, default=False,
-                     help="Allow node-recreating steps (enable, bootstrap) without asking.", **extra),
+                     help="Allow node-recreating steps (enable, bootstrap) without asking.",
+                     **extra),
     ]
 
 
