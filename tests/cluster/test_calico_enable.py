@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.lab import build
 from tests.lab.client import LabClient
@@ -105,18 +106,54 @@ def server(eks: LabClient) -> Iterator[EksServer]:
         srv.stop()
 
 
-def netiso(lab: LabClient, server: EksServer, *args: str, timeout: float = 600
-           ) -> subprocess.CompletedProcess[str]:
+def netiso(lab: LabClient, server: EksServer, *args: str, timeout: float = 600,
+           kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, **server.env()}
-    return subprocess.run([*NETISO, "--kubeconfig", str(lab.kubeconfig), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run([*NETISO, "--kubeconfig", str(kubeconfig or lab.kubeconfig), *args],
+                          env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def enable(lab: LabClient, server: EksServer, *args: str, cluster: str = CLUSTER,
-           manifests: Path = MANIFESTS, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+           manifests: Path = MANIFESTS, timeout: float = 600,
+           kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
     return netiso(lab, server, "enable", "--provider", "eks", "--cluster-name", cluster,
                   "--calico-manifests", str(manifests), "--timeout", "420", *args,
-                  timeout=timeout)
+                  timeout=timeout, kubeconfig=kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def enable_identity(eks: LabClient) -> Iterator[Path]:
+    """A ServiceAccount holding exactly the shipped roles enable is documented to need: the
+    day-to-day one (`render --rbac`: detection's reads) and `render --rbac --for enable`."""
+    namespace = "t-netiso-enable-rbac"
+    _kubectl_ok(eks, "create", "namespace", namespace)
+    _wait("default ServiceAccount", lambda: _json(eks, "get", "serviceaccount", "default",
+                                                   "-n", namespace), 30, 0.2)
+    kubeconfig = eks.service_account_kubeconfig(namespace, "netiso")
+    names = []
+    for role_for in ("default", "enable"):
+        out = subprocess.run([*NETISO, "render", "--rbac", "--for", role_for],
+                             capture_output=True, text=True, check=True, timeout=60).stdout
+        for doc in yaml.safe_load_all(out):
+            if not doc or doc["kind"] != "ClusterRole":
+                continue
+            name = f"{doc['metadata']['name']}-test"
+            doc["metadata"]["name"] = name
+            binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                       "metadata": {"name": name},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                   "kind": "ClusterRole", "name": name},
+                       "subjects": [{"kind": "ServiceAccount", "name": "netiso",
+                                     "namespace": namespace}]}
+            for obj in (doc, binding):
+                _kubectl_ok(eks, "create", "-f", "-", input=json.dumps(obj))
+            names.append(name)
+    try:
+        yield kubeconfig
+    finally:
+        for name in names:
+            eks.kubectl("delete", "clusterrolebinding,clusterrole", name, check=False)
+        eks.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def _json(lab: LabClient, *args: str) -> Any:
@@ -315,9 +352,10 @@ def test_dry_run_shows_every_call_and_object_and_sends_none(fresh: LabClient,
 
 
 def test_enable_calico_then_verify_passes_and_second_run_is_a_no_op(
-        fresh: LabClient, server: EksServer) -> None:
+        fresh: LabClient, server: EksServer, enable_identity: Path) -> None:
+    # Under the shipped roles only: they must cover everything enable does.
     started = time.monotonic()
-    proc = enable(fresh, server, "-o", "json")
+    proc = enable(fresh, server, "-o", "json", kubeconfig=enable_identity)
     assert proc.returncode == 0, proc.stderr
     print(f"enable (Calico) took {time.monotonic() - started:.0f} s\n{proc.stderr}")
     doc = json.loads(proc.stdout)
@@ -341,7 +379,7 @@ def test_enable_calico_then_verify_passes_and_second_run_is_a_no_op(
 
     before = snapshot(fresh)
     server.clear_calls()
-    again = enable(fresh, server)
+    again = enable(fresh, server, kubeconfig=enable_identity)
     assert again.returncode == 0, again.stderr
     assert "already enforcing (calico): nothing to do" in again.stderr
     _no_mutation(server)

@@ -522,9 +522,13 @@ def _installation_matches(installation: dict[str, Any] | None) -> bool:
 
 
 def _daemonset_engine(kube: Kube, namespace: str, name: str, engine: str) -> EngineSeen | None:
-    ds = kube.get(kube.resource_for("apps/v1", "DaemonSet"), name, namespace)
-    if ds is None:
+    # A LIST by name, not a GET: the enable role reads DaemonSets by list and watch (it may get
+    # only aws-node by name).
+    found = kube.list_objects(kube.resource_for("apps/v1", "DaemonSet"), namespace,
+                              field_selector=f"metadata.name={name}")
+    if not found:
         return None
+    ds = found[0]
     status = ds.get("status") or {}
     return EngineSeen(engine, f"{namespace}/{name}", int(status.get("desiredNumberScheduled", 0)),
                       int(status.get("numberReady", 0)))
