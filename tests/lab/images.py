@@ -8,8 +8,12 @@ a program already on this machine, with the image's entrypoint/cmd semantics kep
   The container gets a PATH whose first entry is a directory of applet symlinks, so `sh -c "nc ..."`
   runs busybox's shell and applets exactly as in the real image; absolute `/bin/<applet>` argv[0]s
   are rewritten to the applet too: on this host `/bin/sh` is dash and `/bin/nc` may not exist.
-- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal); so are the
-  EKS flavour's `amazon-k8s-cni` and `aws-network-policy-agent` (an inert aws-node, aws_node.py).
+- `registry.k8s.io/pause`: a busybox `sleep` (pause does nothing but wait for a signal); so is the
+  EKS flavour's `amazon-k8s-cni` (aws-node's inert CNI container, aws_node.py).
+- the clouds' managed policy engines (ENGINE_DOUBLE_IMAGES: GKE's Calico, Azure NPM, AKS's
+  Calico and Cilium; and `*/amazon/aws-network-policy-agent`, aws-node's agent container): the
+  lab's engine double, kube-router for the pod's node as the container's own process
+  (engine_double.py; the EKS agent only with `--enable-network-policy=true`, else a `sleep`).
 - `netiso.lab/dnsmasq`: the lab's DNS image; its entrypoint is Debian's dnsmasq serving the hosts
   directory the node agent keeps up to date (see tests/lab/dns.py). coredns images are NOT mapped:
   their Corefile arguments cannot be honoured by dnsmasq and pretending would be dishonest.
