@@ -78,6 +78,7 @@ from netiso.kube.resources import (
     kind_rank,
     resource_type,
     resource_type_of,
+    resource_types_of_crd,
 )
 
 __all__ = [
@@ -89,6 +90,7 @@ __all__ = [
     "ResourceType", "Response", "Unauthorized", "Unreachable", "UntrustedServer", "apply_order",
     "connect", "delete_order", "explain_tls_failure", "field_managers", "first_current_context",
     "has_condition", "is_idempotent", "kind_rank", "kubeconfig_paths", "load_manifests",
-    "parse_manifests", "read_cluster_ref", "resource_type", "resource_type_of", "retry_policy",
+    "parse_manifests", "read_cluster_ref", "resource_type", "resource_type_of",
+    "resource_types_of_crd", "retry_policy",
     "server_url_problem", "strip_server_fields", "translate_status",
 ]

@@ -212,7 +212,10 @@ class LabClient:
 
     def set_enforcement(self, enabled: bool) -> None:
         with lab.exclusive():
-            lab.set_enforcement(enabled, spec=self.spec, log=lambda _text: None)
+            # The lab as it is now, not as the session found it: a test may have switched the
+            # flavour since, and lab.set_enforcement saves the spec it is given.
+            lab.set_enforcement(enabled, spec=lab.load_spec() or self.spec,
+                                log=lambda _text: None)
 
     @contextlib.contextmanager
     def enforcement(self, enabled: bool) -> Iterator[None]:

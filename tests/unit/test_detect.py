@@ -18,7 +18,7 @@ from netiso.bootstrap.detect import (
     decide,
     parse_provider_option,
 )
-from netiso.errors import ExitCode, NotImplementedYet, PreconditionFailed, UsageError
+from netiso.errors import ExitCode, PreconditionFailed, UsageError
 from netiso.kube import ClusterRef
 from netiso.profiles import Provider
 from netiso.providers import all_providers, get
@@ -316,15 +316,18 @@ def test_provider_option_values() -> None:
 def test_every_provider_satisfies_the_protocol_and_refuses_enable_naming_its_issue() -> None:
     seams: list[CloudProvider] = [Eks(), Gke(), Aks(), Generic()]
     assert [s.name for s in seams] == [p.name for p in all_providers()]
-    for provider, issue in ((Provider.EKS, "#10"),):
-        seam = get(provider)
-        assert seam.profile.provider is provider
-        with pytest.raises(NotImplementedYet) as err:
-            seam.plan_enable(_context(EnforcementState()))
-        assert err.value.one_line() == (f"netiso enable --provider {provider.value} (issue "
-                                        f"{issue}): not implemented yet")
+    # EKS (#10), GKE (#11) and AKS (#12) have landed: each has its own enable tests.
+    for provider in (Provider.EKS, Provider.GKE, Provider.AKS):
+        assert get(provider).profile.provider is provider
     with pytest.raises(PreconditionFailed):
         get(Provider.GENERIC).plan_enable(_context(EnforcementState()))
+    # EKS's (#10): --engine vpc-cni without the cluster's EKS name refuses before any call.
+    ctx = _context(EnforcementState())
+    with pytest.raises(PreconditionFailed) as eks:
+        get(Provider.EKS).plan_enable(EnableContext(
+            facts=ctx.facts, state=ctx.state, identity={}, kube=ctx.kube,
+            request=EnableRequest(engine="vpc-cni")))
+    assert eks.value.hint == "pass --cluster-name (and --region)"
     # GKE's cloud side has landed (#11): without a project it refuses before any cloud call.
     with pytest.raises(PreconditionFailed, match="project") as refused:
         get(Provider.GKE).plan_enable(_context(EnforcementState()))
