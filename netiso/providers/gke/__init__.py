@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from netiso.errors import OperationFailed, PreconditionFailed
 from netiso.profiles import Provider
 from netiso.providers.base import (
+    CloudView,
     ClusterFacts,
     ClusterSideOnly,
     EnableContext,
@@ -38,6 +39,7 @@ from netiso.providers.base import (
     first_label,
     node_signals,
     own_options,
+    settings_present,
     state_from,
     workload_signals,
 )
@@ -135,6 +137,36 @@ class Gke(ClusterSideOnly):
                 f"addon {'on' if view.addon_enabled else 'off'}, enforcement "
                 f"{'on' if view.policy_enabled else 'off'}")
         return gke_plan.plan(view, path)
+
+    def credentials_at_hand(self) -> bool:
+        # Application Default Credentials without the metadata server (probing it offline is
+        # slow): the key file variable, or gcloud's ADC file.
+        return settings_present(
+            ("GOOGLE_APPLICATION_CREDENTIALS",),
+            ("$CLOUDSDK_CONFIG/application_default_credentials.json",
+             "~/.config/gcloud/application_default_credentials.json"))
+
+    def cloud_view(self, ctx: EnableContext) -> CloudView:
+        """clusters.get (or list), found as ``plan_enable`` finds it."""
+        project = ctx.identity.get("project")
+        if not project:
+            raise PreconditionFailed("the GKE project is not derivable from this cluster",
+                                     hint="pass --project")
+        view = self._find_cluster(ctx, project)
+        if view.datapath == "ADVANCED_DATAPATH":
+            engine: str | None = gke_plan.ENGINE_DPV2
+        elif view.addon_enabled and view.policy_enabled:
+            engine = gke_plan.ENGINE_CALICO
+        else:
+            engine = None
+        identity = {"project": project, "location": view.location, "clusterName": view.name,
+                    "id": gke_plan.cluster_path(project, view.location, view.name)}
+        setting = {"networkPolicyAddon": "enabled" if view.addon_enabled else "disabled",
+                   "networkPolicy": {"enabled": view.policy_enabled,
+                                     "provider": view.policy_provider or None},
+                   "datapathProvider": view.datapath or None}
+        return CloudView(Provider.GKE, identity, view.version or None, setting, engine,
+                         view.status or None)
 
     def _find_cluster(self, ctx: EnableContext, project: str) -> gke_plan.ClusterView:
         cloud = self.cloud()
