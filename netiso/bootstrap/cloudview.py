@@ -31,6 +31,7 @@ Design decisions:
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,9 +99,16 @@ def _setting_text(view: CloudView) -> str:
     def flat(prefix: str, value: Any) -> list[str]:
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in flat(f"{prefix}{k}.", v)]
-        return [f"{prefix.rstrip('.')}={value if value is not None else '-'}"]
+        return [f"{prefix.rstrip('.')}={show(value)}"]
 
     return ", ".join(flat("", dict(view.setting)))
+
+
+def show(value: Any) -> str:
+    """A setting's value as the cloud's JSON spells it (true, not Python's True; - for null)."""
+    if value is None:
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def compare(detection: Detection, view: CloudView) -> list[str]:
@@ -165,8 +173,8 @@ def cloud_side(detection: Detection, facts: ClusterFacts, kube: Kube, mode: Clou
     seam = get(provider)
     if mode is CloudMode.AUTO and not seam.credentials_at_hand():
         return CloudSide(CloudStatus.SKIPPED,
-                         f"no {provider.value} credential settings in the environment "
-                         "(--cloud on asks anyway)", provider)
+                         f"no {provider.value} credential settings in the environment; "
+                         "--cloud on asks anyway", provider)
     ctx = EnableContext(facts=facts, state=detection.enforcement,
                         identity=dict(detection.identity), request=EnableRequest(), kube=kube)
     try:

@@ -58,6 +58,7 @@ def _table(data: dict[str, Any]) -> Any:
 
 
 def _cloud_lines(cloud: dict[str, Any]) -> list[str]:
+    from netiso.bootstrap.cloudview import show
     from netiso.commands.apply import aligned
 
     view = cloud["view"]
@@ -67,7 +68,7 @@ def _cloud_lines(cloud: dict[str, Any]) -> list[str]:
     def flat(prefix: str, value: Any) -> list[str]:
         if isinstance(value, dict):
             return [p for k, v in value.items() for p in flat(f"{prefix}{k}.", v)]
-        return [f"{prefix.rstrip('.')}={'-' if value is None else value}"]
+        return [f"{prefix.rstrip('.')}={show(value)}"]
 
     ident = ", ".join(f"{k}={v}" for k, v in view["identity"].items() if k != "id")
     lines = [aligned([f"cloud ({cloud['provider']} API)", cloud["status"]], [

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -120,8 +121,11 @@ class GkeCloud:
         except (requests.exceptions.RequestException, gauth_exc.GoogleAuthError) as exc:
             # The REST transport lets requests' own errors out (connection refused, DNS, TLS),
             # and a token refresh that cannot reach its endpoint is google.auth's: one line.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise OperationFailed(f"GKE {what}: unreachable: {type(exc).__name__}: {first}",
+            # requests nests urllib3's retry error around the socket's: the errno line is the
+            # cause a user can act on.
+            errno = re.search(r"\[Errno -?\d+\][^\"')]*", str(exc))
+            why = errno[0].strip() if errno else type(exc).__name__
+            raise OperationFailed(f"GKE {what}: unreachable at {self.endpoint}: {why}",
                                   hint=f"check the network and {ENDPOINT_ENV}") from exc
 
     def _raw(self, call: Callable[[], Any]) -> dict[str, Any]:
