@@ -1,11 +1,12 @@
 """`netiso detect` with the cloud's view: the real CLI and SDKs against the wire-level test
-servers, the lab in its GKE and AKS flavours.
+servers, the lab in its GKE, AKS and EKS flavours.
 
 Each scenario is the issue's: the cloud's API says network policy is on while the lab's engine
 does not run yet (GKE: networkPolicy enabled, no calico-node; AKS: networkPolicy azure, no
-azure-npm), which ``detect`` reports as a disagreement; then the engine the cloud runs comes up
-(the lab's doubles of GKE's and AKS's own DaemonSets, what their operations bring), and the two
-views agree. The module switches the lab's flavour and puts it back at its end.
+azure-npm; EKS: the vpc-cni add-on's enableNetworkPolicy "true", aws-node's agent still off),
+which ``detect`` reports as a disagreement; then the engine the cloud runs comes up (the lab's
+doubles of the clouds' own DaemonSets, what their operations bring), and the two views agree.
+The module switches the lab's flavour and puts it back at its end.
 """
 
 from __future__ import annotations
@@ -231,3 +232,65 @@ def test_aks_policy_azure_in_arm_before_azure_npm_runs_then_agreeing(
     assert [e["engine"] for e in doc["enforcement"]["engines"]] == ["azure-npm"]
     assert (doc["cloud"]["agree"], doc["cloud"]["findings"]) == (True, [])
     assert not server.puts()
+
+
+# --- EKS (the VPC CNI's policy agent) -----------------------------------------------------------
+
+ARN = "arn:aws:eks:us-west-2:123456789012:cluster/lab"
+
+
+@pytest.fixture
+def eks(lab: LabClient, kube: Kube, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
+    import yaml
+
+    from tests.servers.eks import EksServer
+
+    flavour("eks")
+    engines.eks_policy_agent(kube, False)
+    # The context as `aws eks update-kubeconfig` names it: the cluster's ARN, where detection
+    # reads the EKS name, region and account from.
+    config = yaml.safe_load(Path(lab.kubeconfig).read_text("utf-8"))
+    config["contexts"][0]["name"] = ARN
+    config["current-context"] = ARN
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config), "utf-8")
+    server = EksServer().start()
+    try:
+        server.seed("lab", version="1.37", configuration_values='{"enableNetworkPolicy":"true"}')
+        yield kubeconfig, clean_env(tmp_path / "home", **server.env())
+    finally:
+        server.stop()
+        engines.eks_policy_agent(kube, False)
+        engines.wait_not_enforcing(kube)
+
+
+def test_eks_addon_policy_on_before_the_agent_then_agreeing(
+        lab: LabClient, kube: Kube, eks: tuple[Path, dict[str, str]]) -> None:
+    kubeconfig, env = eks
+
+    def run() -> dict[str, Any]:
+        out = subprocess.run([sys.executable, "-c", "from netiso.cli import main; main()",
+                              "--kubeconfig", str(kubeconfig), "-o", "json", "detect"],
+                             capture_output=True, text=True, timeout=120, check=False, env=env)
+        assert out.returncode == 0, out.stderr
+        doc: dict[str, Any] = json.loads(out.stdout)
+        jsonschema.Draft202012Validator(SCHEMA).validate(doc)
+        return doc
+
+    doc = run()
+    assert doc["provider"] == "eks"
+    assert doc["identity"]["clusterName"] == "lab"
+    view = doc["cloud"]["view"]
+    assert view["identity"]["id"].endswith(":cluster/lab")
+    assert view["setting"]["vpcCni"]["enableNetworkPolicy"] == "true"
+    assert (view["engine"], view["state"]) == ("aws-network-policy-agent", "ACTIVE")
+    assert doc["cloud"]["agree"] is False
+    assert any("no aws-network-policy-agent DaemonSet is in the cluster" in f
+               for f in doc["cloud"]["findings"]), doc["cloud"]["findings"]
+
+    engines.eks_policy_agent(kube, True)  # what EKS's add-on update rolls out
+    deadline = time.monotonic() + 120
+    while not (doc := run())["cloud"]["agree"] and time.monotonic() < deadline:
+        time.sleep(2)
+    assert (doc["cloud"]["agree"], doc["cloud"]["findings"]) == (True, [])
+    assert [e["engine"] for e in doc["enforcement"]["engines"]] == ["aws-network-policy-agent"]
