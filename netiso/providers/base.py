@@ -10,6 +10,11 @@ Design decisions:
   first three are pure functions of :class:`ClusterFacts` (read once through ``netiso.kube`` by
   ``netiso.bootstrap.detect``), so they are unit-tested without a cluster. The last three talk
   to a cloud API through the provider's own SDK module, imported only inside those calls.
+* **The cloud's view for detect is a read of the same calls.** :meth:`CloudProvider.cloud_view`
+  reuses the reads :meth:`CloudProvider.plan_enable` makes and returns a :class:`CloudView`;
+  :meth:`CloudProvider.credentials_at_hand` says, without the SDK or the network, whether the
+  SDK's standard credential settings are present (``detect --cloud auto``'s rule, in
+  ``netiso.bootstrap.cloudview``).
 * **Signals say what they said.** Every piece of evidence is a :class:`Signal` naming where it
   was read, the value seen, what it means and how strong it is, so ``netiso detect`` can show
   its reasoning and a wrong answer can be argued with.

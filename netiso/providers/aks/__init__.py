@@ -22,7 +22,7 @@ Enabling (design decisions):
   (a PUT still running, or a run killed mid-wait) is a step already ``done``: the next run only
   waits for the operation and the engine.
 * Only :mod:`.cloud` imports ``azure.*``, and only inside the cloud-side calls, so
-  ``netiso detect`` never loads it.
+  ``netiso detect`` loads it only when it asks the cloud (``cloud_view``).
 """
 
 from __future__ import annotations

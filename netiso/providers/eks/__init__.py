@@ -11,7 +11,7 @@ EKS profile is about.
 
 The cloud side lives in ``eks/cloud.py`` (the only boto3 importer) and Calico's install in
 ``eks/calico.py``; both are imported inside ``plan_enable``/``enable``/``wait`` so that
-``netiso detect`` never loads boto3.
+``netiso detect`` loads boto3 only when it asks the cloud (``cloud_view``, ``--cloud``).
 
 Enable's decisions (issue #10):
 

@@ -8,8 +8,9 @@ the ``gke-gcloud-auth-plugin`` exec plugin and a ``*.gke.goog`` DNS endpoint. Le
 policy is Calico (``calico-node`` in kube-system), reported by the generic engine rules.
 
 Enable (issue #11): ``plan.py`` decides from what the GKE API said (pure), ``cloud.py`` is the
-only importer of the Google Cloud SDK and is imported inside :meth:`Gke.plan_enable` only, so
-``netiso detect`` and ``--help`` never load ``google.*``. The cluster is found by its project
+only importer of the Google Cloud SDK and is imported inside :meth:`Gke.cloud` only (for
+``plan_enable`` and ``cloud_view``), so ``--help`` and a ``netiso detect`` that does not ask the
+cloud never load ``google.cloud``. The cluster is found by its project
 (nodes' providerID), its name (flag, gcloud context, else the nodes' instance names, confirmed by
 the API) and its location (flag or context, else the one location where GKE has a cluster of
 that name). After the cloud operations, :meth:`Gke.wait` waits for GKE's managed
