@@ -41,7 +41,7 @@ from netiso.errors import NetisoError, PreconditionFailed
 from netiso.profiles import Provider
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from netiso.bootstrap.detect import Detection
     from netiso.kube import Kube
@@ -157,8 +157,14 @@ def compare(detection: Detection, view: CloudView) -> list[str]:
 
 
 def cloud_side(detection: Detection, facts: ClusterFacts, kube: Kube, mode: CloudMode,
-               warn: Callable[[str], None] = lambda _line: None) -> CloudSide:
-    """Ask the detected provider's cloud (by the rule in this module's docstring)."""
+               warn: Callable[[str], None] = lambda _line: None,
+               identity: Mapping[str, str] | None = None) -> CloudSide:
+    """Ask the detected provider's cloud (by the rule in this module's docstring).
+
+    ``identity`` holds the identity flags (``--cluster-name``, ``--region``, ...): they name
+    the cloud cluster where the cluster cannot (a plain kubeconfig says nothing of an EKS
+    cluster's name) and win over what it shows, as for enable.
+    """
     from netiso.providers import get
     from netiso.providers.base import EnableContext, EnableRequest
 
@@ -175,8 +181,10 @@ def cloud_side(detection: Detection, facts: ClusterFacts, kube: Kube, mode: Clou
         return CloudSide(CloudStatus.SKIPPED,
                          f"no {provider.value} credential settings in the environment; "
                          "--cloud on asks anyway", provider)
+    given = {k: v for k, v in (identity or {}).items() if v}
     ctx = EnableContext(facts=facts, state=detection.enforcement,
-                        identity=dict(detection.identity), request=EnableRequest(), kube=kube)
+                        identity={**detection.identity, **given},
+                        request=EnableRequest(identity=given), kube=kube)
     try:
         view = seam.cloud_view(ctx)
     except NetisoError as exc:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from netiso.commands._common import reporter
+from netiso.commands._options import IDENTITY
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -94,7 +95,7 @@ def command() -> click.Command:
                        "its SDK's standard credential settings are present (a failure is a "
                        "warning); on always asks (a failure fails detect); off never asks.")
     @click.pass_context
-    def detect(ctx: click.Context, cloud_mode: str) -> None:
+    def detect(ctx: click.Context, /, cloud_mode: str, **flags: Any) -> None:
         """Detect the provider, Kubernetes version and policy engine from the cluster itself
         (and, with credentials at hand, what the cloud's API says)."""
         from netiso.bootstrap.cloudview import CloudMode, CloudStatus, cloud_side
@@ -111,10 +112,15 @@ def command() -> click.Command:
             for line in found.unreadable:
                 rep.warn(f"could not read {line}")
             rep.status(Status.DETECTED, f"provider {found.provider.value}: {found.reason}")
-            side = cloud_side(found, facts, kube, CloudMode(cloud_mode), warn=rep.warn)
+            given = {key: str(flags[name]) for name, key, _, _ in IDENTITY if flags.get(name)}
+            side = cloud_side(found, facts, kube, CloudMode(cloud_mode), warn=rep.warn,
+                              identity=given)
         if side.status is CloudStatus.READ:
             rep.info(f"{found.provider.value} cloud: {side.reason}")
         data = {**found.to_json(), "cloud": side.to_json()}
         rep.result(data, _table(data))
 
+    for name, _key, flag, help_text in IDENTITY:
+        detect = click.option(flag, name, default=None, metavar="NAME",
+                              help=f"{help_text} For the cloud's view.")(detect)
     return detect

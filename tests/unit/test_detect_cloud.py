@@ -378,3 +378,22 @@ def test_aks_policy_azure_in_arm_without_azure_npm_then_with_it(arm: ArmServer) 
     doc = full(found, cloud_side(found, facts, NO_KUBE, CloudMode.AUTO))
     assert (doc["cloud"]["agree"], doc["cloud"]["findings"]) == (True, [])
     assert not arm.puts()
+
+
+def test_eks_cluster_name_from_the_flag_when_the_cluster_does_not_show_it(
+        eks: EksServer) -> None:
+    # A plain kubeconfig and nodes without eksctl's label: the name is not derivable.
+    eks.seed("prod", version="1.31")
+    plain = ClusterFacts(
+        nodes=(NodeFacts("ip-10-0-1-1.us-west-2.compute.internal",
+                         "aws:///us-west-2a/i-0a1b2c3d4e5f67890",
+                         {"eks.amazonaws.com/nodegroup": "ng-linux"}, "v1.31.2-eks-94953ac"),),
+        daemonsets=(aws_node("false"),), server_version="v1.31.2-eks-7f9249a")
+    found = decide(plain)
+    unnamed = cloud_side(found, plain, NO_KUBE, CloudMode.AUTO)
+    assert unnamed.status is CloudStatus.UNAVAILABLE
+    assert "the EKS cluster name is not derivable" in unnamed.reason
+    named = cloud_side(found, plain, NO_KUBE, CloudMode.AUTO, identity={"clusterName": "prod"})
+    assert named.status is CloudStatus.READ
+    assert named.view is not None and named.view.identity["clusterName"] == "prod"
+    assert eks.mutations() == []
