@@ -418,6 +418,48 @@ def test_degraded_operator_exit_1_with_its_words(fresh: LabClient, server: EksSe
     assert again.returncode == 0, again.stderr
 
 
+
+def test_an_older_calico_is_refused_then_upgraded_with_upgrade(fresh: LabClient,
+                                                               server: EksServer) -> None:
+    # The lab has one Calico release (v3.32.1, built from shared sources), so an older one is
+    # played by what netiso reads as the installed version: the Installation's
+    # status.calicoVersion, with the operator scaled to zero so that nothing corrects it (as an
+    # older operator would report its own release). --upgrade's forced apply of the pinned
+    # operator Deployment (replicas 1) brings the real operator back, which rolls out and writes
+    # the pinned version; enable must wait for that, not for the old rollout's Available.
+    _kubectl_ok(fresh, "scale", "deployment", "tigera-operator", "-n", "tigera-operator",
+                "--replicas=0")
+    _wait("the operator's pods gone",
+          lambda: not (_json(fresh, "get", "pods", "-n", "tigera-operator") or {}).get("items"),
+          120)
+    _kubectl_ok(fresh, "patch", "installation.operator.tigera.io", "default",
+                "--subresource=status", "--type=merge",
+                "-p", '{"status":{"calicoVersion":"v3.31.2"}}')
+    before = snapshot(fresh)
+    server.clear_calls()
+    refused = enable(fresh, server)
+    assert refused.returncode == 4, refused.stderr
+    assert "Calico v3.31.2 is installed; netiso installs v3.32.1" in refused.stderr
+    assert "rerun with --upgrade" in refused.stderr
+    _no_mutation(server)
+    assert snapshot(fresh) == before
+
+    upgraded = enable(fresh, server, "--upgrade", "-o", "json")
+    assert upgraded.returncode == 0, upgraded.stderr
+    doc = json.loads(upgraded.stdout)
+    assert doc["outcome"] == "enabled", doc
+    ran = [s["name"] for s in doc["steps"] if s["ran"]]
+    assert {"calico-crds", "tigera-operator", "calico-installation",
+            "wait-tigerastatus"} <= set(ran), ran
+    assert "status.calicoVersion v3.31.2, not yet v3.32.1" in upgraded.stderr
+    installation = _json(fresh, "get", "installation.operator.tigera.io", "default")
+    assert installation["status"]["calicoVersion"] == "v3.32.1"
+    operator = _json(fresh, "get", "deployment", "tigera-operator", "-n", "tigera-operator")
+    assert operator["spec"]["replicas"] == 1
+    again = enable(fresh, server)
+    assert again.returncode == 0, again.stderr
+    assert "already enforcing (calico): nothing to do" in again.stderr
+
 # --- 4. the VPC CNI's policy agent ------------------------------------------------------------
 
 

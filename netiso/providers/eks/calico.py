@@ -357,6 +357,12 @@ def wait_available(kube: Kube, *, apiserver: bool, timeout: float,
     while True:
         state = read_state(kube)
         waiting = state.not_ready(apiserver=apiserver)
+        if not waiting and state.version and state.version != VERSION:
+            # After --upgrade the TigeraStatus of the old rollout still reads Available until
+            # the new operator has rolled the pinned version out and said so in the
+            # Installation's status.
+            waiting = [f"Installation default: status.calicoVersion {state.version}, not yet "
+                       f"{VERSION}"]
         if not waiting:
             return state
         if waiting != last:
