@@ -74,6 +74,18 @@ def dry_run(help: str) -> Decorator[Any]:
     return click.option("--dry-run", is_flag=True, default=False, help=help)
 
 
+# The identity flags of enable, bootstrap, plan and detect: they name the cloud cluster where the
+# cluster cannot, and win over what it shows. (param name, EnableRequest key, flag, help)
+IDENTITY: tuple[tuple[str, str, str, str], ...] = (
+    ("cluster_name", "clusterName", "--cluster-name", "Cloud cluster name (EKS, GKE, AKS)."),
+    ("region", "region", "--region", "AWS region (EKS)."),
+    ("profile", "profile", "--profile", "AWS named profile (EKS; default chain otherwise)."),
+    ("project", "project", "--project", "Google Cloud project (GKE)."),
+    ("location", "location", "--location", "GKE location: a region or zone (GKE)."),
+    ("subscription", "subscription", "--subscription", "Azure subscription id (AKS)."),
+    ("resource_group", "resourceGroup", "--resource-group", "Azure resource group (AKS)."),
+)
+
 # --- global options ----------------------------------------------------------------------
 
 _OUTPUT = click.Choice([f.value for f in OutputFormat], case_sensitive=False)

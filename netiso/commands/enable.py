@@ -23,15 +23,7 @@ from netiso.commands._common import connected_to, reporter
 if TYPE_CHECKING:
     from rich.console import Console
 
-_IDENTITY = (
-    ("cluster_name", "clusterName", "--cluster-name", "Cloud cluster name (EKS, GKE, AKS)."),
-    ("region", "region", "--region", "AWS region (EKS)."),
-    ("profile", "profile", "--profile", "AWS named profile (EKS; default chain otherwise)."),
-    ("project", "project", "--project", "Google Cloud project (GKE)."),
-    ("location", "location", "--location", "GKE location: a region or zone (GKE)."),
-    ("subscription", "subscription", "--subscription", "Azure subscription id (AKS)."),
-    ("resource_group", "resourceGroup", "--resource-group", "Azure resource group (AKS)."),
-)
+_IDENTITY = _options.IDENTITY
 
 _OPTIONS = (
     ("calico_manifests", "calicoManifests", "--calico-manifests", "DIR|URL",

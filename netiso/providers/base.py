@@ -10,6 +10,11 @@ Design decisions:
   first three are pure functions of :class:`ClusterFacts` (read once through ``netiso.kube`` by
   ``netiso.bootstrap.detect``), so they are unit-tested without a cluster. The last three talk
   to a cloud API through the provider's own SDK module, imported only inside those calls.
+* **The cloud's view for detect is a read of the same calls.** :meth:`CloudProvider.cloud_view`
+  reuses the reads :meth:`CloudProvider.plan_enable` makes and returns a :class:`CloudView`;
+  :meth:`CloudProvider.credentials_at_hand` says, without the SDK or the network, whether the
+  SDK's standard credential settings are present (``detect --cloud auto``'s rule, in
+  ``netiso.bootstrap.cloudview``).
 * **Signals say what they said.** Every piece of evidence is a :class:`Signal` naming where it
   was read, the value seen, what it means and how strong it is, so ``netiso detect`` can show
   its reasoning and a wrong answer can be argued with.
@@ -147,7 +152,7 @@ class EnforcementState:
     """What enforces NetworkPolicy, as far as ``source`` can tell."""
 
     engines: tuple[EngineSeen, ...] = ()
-    source: str = "cluster"  # "cluster" (DaemonSets); the cloud API's view comes with enable
+    source: str = "cluster"  # "cluster" (DaemonSets); the cloud API's own is a CloudView
 
     @property
     def status(self) -> Enforcement:
@@ -225,6 +230,23 @@ def flag_value(argv: Sequence[str], flag: str) -> str | None:
 
 def first_label(facts: ClusterFacts, key: str) -> str | None:
     return next((n.labels[key] for n in facts.nodes if n.labels.get(key)), None)
+
+
+def settings_present(variables: Sequence[str], paths: Sequence[str] = ()) -> bool:
+    """Whether any of the environment ``variables`` is set, or any file in ``paths`` exists
+    (``~`` expanded; ``$VAR/...`` expanded, skipped when VAR is unset). No SDK, no network."""
+    import os
+    from pathlib import Path
+
+    if any(os.environ.get(v) for v in variables):
+        return True
+    for path in paths:
+        text = os.path.expandvars(path)
+        if "$" in text:
+            continue
+        if Path(text).expanduser().is_file():
+            return True
+    return False
 
 
 # --- enabling enforcement (the cloud side) ---------------------------------------------------
@@ -311,6 +333,31 @@ class EnablePlan:
         return any(s.disruptive for s in self.pending)
 
 
+@dataclass(frozen=True)
+class CloudView:
+    """What the cloud's API says about the cluster (read-only, for ``netiso detect``).
+
+    ``identity`` names the cluster as the cloud does (camelCase keys as
+    :meth:`CloudProvider.identity`, plus ``id``: the ARN, the GKE path, the ARM resource id);
+    ``setting`` is the enforcement setting in the cloud's own field names and values (EKS: the
+    vpc-cni add-on's ``enableNetworkPolicy`` and Auto Mode; GKE: the addon, ``networkPolicy`` and
+    ``datapathProvider``; AKS: ``networkProfile``'s policy and dataplane); ``engine`` is the engine
+    that setting makes the cloud run (None: the cloud runs none); ``state`` is the cloud's own
+    word on the cluster (ACTIVE, RUNNING, Succeeded, ...), where an operation in flight shows.
+    """
+
+    provider: Provider
+    identity: Mapping[str, str]
+    version: str | None
+    setting: Mapping[str, Any]
+    engine: str | None
+    state: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"identity": dict(self.identity), "kubernetesVersion": self.version,
+                "state": self.state, "setting": dict(self.setting), "engine": self.engine}
+
+
 class CloudProvider(Protocol):
     """What each provider module offers (``netiso.providers.get(name)`` returns one)."""
 
@@ -333,6 +380,17 @@ class CloudProvider(Protocol):
 
     def describe(self, facts: ClusterFacts) -> EnforcementState:
         """Pure: what enforces NetworkPolicy, as the cluster shows it."""
+        ...
+
+    def credentials_at_hand(self) -> bool:
+        """Whether the standard credential settings of this provider's SDK are present (the
+        environment or the SDK's own files; no network, no SDK import): ``detect --cloud auto``
+        asks the cloud only then."""
+        ...
+
+    def cloud_view(self, ctx: EnableContext) -> CloudView | None:
+        """What the cloud's API says about this cluster: reads only, the same ones
+        :meth:`plan_enable` makes. None for a provider without a cloud API (generic)."""
         ...
 
     def plan_enable(self, ctx: EnableContext) -> EnablePlan:
@@ -367,6 +425,12 @@ class ClusterSideOnly:
 
     def _not_yet(self, what: str) -> NotImplementedYet:
         return NotImplementedYet(f"{what} --provider {self.name.value} ({self.issue})")
+
+    def credentials_at_hand(self) -> bool:
+        return False
+
+    def cloud_view(self, ctx: EnableContext) -> CloudView | None:
+        return None
 
     def plan_enable(self, ctx: EnableContext) -> EnablePlan:
         raise self._not_yet("enable")

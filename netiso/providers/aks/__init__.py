@@ -22,7 +22,7 @@ Enabling (design decisions):
   (a PUT still running, or a run killed mid-wait) is a step already ``done``: the next run only
   waits for the operation and the engine.
 * Only :mod:`.cloud` imports ``azure.*``, and only inside the cloud-side calls, so
-  ``netiso detect`` never loads it.
+  ``netiso detect`` loads it only when it asks the cloud (``cloud_view``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from netiso.errors import OperationFailed, PreconditionFailed, UsageError
 from netiso.profiles import Provider
 from netiso.providers.aks import transitions
 from netiso.providers.base import (
+    CloudView,
     ClusterFacts,
     ClusterSideOnly,
     EnableContext,
@@ -48,6 +49,7 @@ from netiso.providers.base import (
     first_label,
     node_signals,
     own_options,
+    settings_present,
     state_from,
     workload_signals,
 )
@@ -125,6 +127,26 @@ class Aks(ClusterSideOnly):
             return arm, arm.get(rg, name)
         ref = ctx.facts.ref
         return arm, arm.find(ref.server if ref is not None else None)
+
+    def credentials_at_hand(self) -> bool:
+        # DefaultAzureCredential's sources that need no network to be known: a service
+        # principal or workload identity in the environment, a managed identity endpoint
+        # (App Service's, Azure Arc's; IMDS is not probed), the az CLI's login files.
+        return settings_present(
+            ("AZURE_CLIENT_ID", "AZURE_FEDERATED_TOKEN_FILE", "IDENTITY_ENDPOINT", "MSI_ENDPOINT"),
+            ("$AZURE_CONFIG_DIR/azureProfile.json", "~/.azure/azureProfile.json"))
+
+    def cloud_view(self, ctx: EnableContext) -> CloudView:
+        """The managed cluster's GET (or the list), found as ``plan_enable`` finds it."""
+        _, cluster = self._cluster(ctx)
+        policy = cluster.network.get("networkPolicy")
+        setting = {k: cluster.network.get(k) for k in
+                   ("networkPlugin", "networkPluginMode", "networkPolicy", "networkDataplane")}
+        identity = {"subscription": cluster.subscription, "resourceGroup": cluster.resource_group,
+                    "clusterName": cluster.name, "region": cluster.location, "id": cluster.path}
+        engine = transitions.ENGINE_OF.get(str(policy)) if policy else None
+        return CloudView(Provider.AKS, identity, cluster.kubernetes_version, setting, engine,
+                         cluster.provisioning_state)
 
     def plan_enable(self, ctx: EnableContext) -> EnablePlan:
         from netiso.providers.aks.cloud import network_call

@@ -3,7 +3,8 @@
 Design decisions:
 
 * **Imported only by the cloud-side calls.** ``netiso.providers.aks`` imports this module inside
-  ``plan_enable``/``enable``, so ``netiso detect`` and ``--help`` never load the Azure SDK.
+  ``plan_enable``/``enable``/``cloud_view``, so ``--help`` and a ``netiso detect`` that does not
+  ask the cloud never load the Azure SDK.
 * **Standard credentials and endpoints only.** The client is azure-mgmt-containerservice (41+,
   the dict-like hybrid models) with azure-identity's ``DefaultAzureCredential``: environment
   service principal, workload identity, managed identity, then the developer logins (az CLI,

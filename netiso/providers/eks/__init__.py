@@ -11,7 +11,7 @@ EKS profile is about.
 
 The cloud side lives in ``eks/cloud.py`` (the only boto3 importer) and Calico's install in
 ``eks/calico.py``; both are imported inside ``plan_enable``/``enable``/``wait`` so that
-``netiso detect`` never loads boto3.
+``netiso detect`` loads boto3 only when it asks the cloud (``cloud_view``, ``--cloud``).
 
 Enable's decisions (issue #10):
 
@@ -39,6 +39,9 @@ from typing import TYPE_CHECKING, Any
 from netiso.errors import OperationFailed, PreconditionFailed, UsageError
 from netiso.profiles import Provider
 from netiso.providers.base import (
+    CloudView as ApiView,
+)
+from netiso.providers.base import (
     ClusterFacts,
     ClusterSideOnly,
     EnableContext,
@@ -52,6 +55,7 @@ from netiso.providers.base import (
     flag_value,
     node_signals,
     own_options,
+    settings_present,
     state_from,
     workload_signals,
 )
@@ -170,6 +174,50 @@ class Eks(ClusterSideOnly):
 
     def describe(self, facts: ClusterFacts) -> EnforcementState:
         return state_from([*GENERIC.evidence(facts), *self.evidence(facts)])
+
+    # --- the cloud's view (detect) -----------------------------------------------------------
+
+    def credentials_at_hand(self) -> bool:
+        # botocore's default chain, the parts that need no network: environment keys, a
+        # profile, web identity, the container credentials endpoint, the shared files. Instance
+        # roles (IMDS) are not probed: offline, that probe is what makes a read slow.
+        return settings_present(
+            ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
+             "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"),
+            ("$AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials", "$AWS_CONFIG_FILE",
+             "~/.aws/config"))
+
+    def cloud_view(self, ctx: EnableContext) -> ApiView:
+        """DescribeCluster and DescribeAddon vpc-cni, as ``plan_enable`` reads them."""
+        from netiso.providers.eks import cloud
+
+        name = ctx.identity.get("clusterName")
+        if not name:
+            raise PreconditionFailed("the EKS cluster name is not derivable from the kubeconfig "
+                                     "or the nodes", hint="pass --cluster-name")
+        client = cloud.Eks(ctx.identity.get("region"), ctx.identity.get("profile"))
+        info = client.describe_cluster(name)
+        addon = client.describe_addon(name, VPC_CNI)
+        vpc_cni: dict[str, Any] | None = None
+        engine: str | None = None
+        if addon is not None:
+            try:
+                policy = addon.configuration().get("enableNetworkPolicy")
+            except OperationFailed:
+                policy = None  # YAML values: said as the raw text below
+            vpc_cni = {"version": addon.version, "status": addon.status,
+                       "enableNetworkPolicy": None if policy is None else str(policy)}
+            if str(policy).lower() == "true":
+                engine = "aws-network-policy-agent"
+        identity = {"clusterName": info.name, **({"id": info.arn} if info.arn else {})}
+        m = _ARN.search(info.arn)
+        if m:
+            identity.update(region=m["region"], account=m["account"])
+        elif ctx.identity.get("region"):
+            identity["region"] = ctx.identity["region"]
+        return ApiView(Provider.EKS, identity, info.version or None,
+                       {"autoMode": info.auto_mode, "vpcCni": vpc_cni}, engine,
+                       info.status or None)
 
     # --- enable ---------------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 Design decisions:
 
-* **Imported lazily.** ``netiso.providers.eks`` imports this module inside ``plan_enable``, so
-  ``netiso detect`` and ``--help`` never load boto3 (a test runs them in a fresh interpreter).
+* **Imported lazily.** ``netiso.providers.eks`` imports this module inside ``plan_enable`` and
+  ``cloud_view``, so ``--help`` and a ``netiso detect`` that does not ask the cloud never load
+  boto3 (tests run them in a fresh interpreter).
 * **The SDK's own configuration.** The default credential chain (environment, ``--profile`` or
   ``AWS_PROFILE``, SSO, instance roles) and the standard retry mode, which retries throttling
   (429 ``ThrottlingException``/``TooManyRequestsException``) and transient errors with backoff.

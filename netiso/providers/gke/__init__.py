@@ -8,8 +8,9 @@ the ``gke-gcloud-auth-plugin`` exec plugin and a ``*.gke.goog`` DNS endpoint. Le
 policy is Calico (``calico-node`` in kube-system), reported by the generic engine rules.
 
 Enable (issue #11): ``plan.py`` decides from what the GKE API said (pure), ``cloud.py`` is the
-only importer of the Google Cloud SDK and is imported inside :meth:`Gke.plan_enable` only, so
-``netiso detect`` and ``--help`` never load ``google.*``. The cluster is found by its project
+only importer of the Google Cloud SDK and is imported inside :meth:`Gke.cloud` only (for
+``plan_enable`` and ``cloud_view``), so ``--help`` and a ``netiso detect`` that does not ask the
+cloud never load ``google.cloud``. The cluster is found by its project
 (nodes' providerID), its name (flag, gcloud context, else the nodes' instance names, confirmed by
 the API) and its location (flag or context, else the one location where GKE has a cluster of
 that name). After the cloud operations, :meth:`Gke.wait` waits for GKE's managed
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING
 from netiso.errors import OperationFailed, PreconditionFailed
 from netiso.profiles import Provider
 from netiso.providers.base import (
+    CloudView,
     ClusterFacts,
     ClusterSideOnly,
     EnableContext,
@@ -38,6 +40,7 @@ from netiso.providers.base import (
     first_label,
     node_signals,
     own_options,
+    settings_present,
     state_from,
     workload_signals,
 )
@@ -135,6 +138,36 @@ class Gke(ClusterSideOnly):
                 f"addon {'on' if view.addon_enabled else 'off'}, enforcement "
                 f"{'on' if view.policy_enabled else 'off'}")
         return gke_plan.plan(view, path)
+
+    def credentials_at_hand(self) -> bool:
+        # Application Default Credentials without the metadata server (probing it offline is
+        # slow): the key file variable, or gcloud's ADC file.
+        return settings_present(
+            ("GOOGLE_APPLICATION_CREDENTIALS",),
+            ("$CLOUDSDK_CONFIG/application_default_credentials.json",
+             "~/.config/gcloud/application_default_credentials.json"))
+
+    def cloud_view(self, ctx: EnableContext) -> CloudView:
+        """clusters.get (or list), found as ``plan_enable`` finds it."""
+        project = ctx.identity.get("project")
+        if not project:
+            raise PreconditionFailed("the GKE project is not derivable from this cluster",
+                                     hint="pass --project")
+        view = self._find_cluster(ctx, project)
+        if view.datapath == "ADVANCED_DATAPATH":
+            engine: str | None = gke_plan.ENGINE_DPV2
+        elif view.addon_enabled and view.policy_enabled:
+            engine = gke_plan.ENGINE_CALICO
+        else:
+            engine = None
+        identity = {"project": project, "location": view.location, "clusterName": view.name,
+                    "id": gke_plan.cluster_path(project, view.location, view.name)}
+        setting = {"networkPolicyAddon": "enabled" if view.addon_enabled else "disabled",
+                   "networkPolicy": {"enabled": view.policy_enabled,
+                                     "provider": view.policy_provider or None},
+                   "datapathProvider": view.datapath or None}
+        return CloudView(Provider.GKE, identity, view.version or None, setting, engine,
+                         view.status or None)
 
     def _find_cluster(self, ctx: EnableContext, project: str) -> gke_plan.ClusterView:
         cloud = self.cloud()

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import requests
 from google.api_core import exceptions as gexc
 from google.api_core import retry as gretry
+from google.auth import exceptions as gauth_exc
 from google.cloud import container_v1
 
 from netiso.errors import OperationFailed, PreconditionFailed
@@ -115,6 +118,15 @@ class GkeCloud:
             cause = exc.cause
             detail = _message(cause)[0] if isinstance(cause, gexc.GoogleAPICallError) else exc
             raise OperationFailed(f"GKE {what}: still refused after retries: {detail}") from exc
+        except (requests.exceptions.RequestException, gauth_exc.GoogleAuthError) as exc:
+            # The REST transport lets requests' own errors out (connection refused, DNS, TLS),
+            # and a token refresh that cannot reach its endpoint is google.auth's: one line.
+            # requests nests urllib3's retry error around the socket's: the errno line is the
+            # cause a user can act on.
+            errno = re.search(r"\[Errno -?\d+\][^\"')]*", str(exc))
+            why = errno[0].strip() if errno else type(exc).__name__
+            raise OperationFailed(f"GKE {what}: unreachable at {self.endpoint}: {why}",
+                                  hint=f"check the network and {ENDPOINT_ENV}") from exc
 
     def _raw(self, call: Callable[[], Any]) -> dict[str, Any]:
         self._bodies.clear()
