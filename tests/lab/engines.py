@@ -431,15 +431,36 @@ def _until(what: str, check: Callable[[], list[str]], timeout: float) -> None:
 
 
 def wait_enforcing(kube: Kube, timeout: float = 120.0) -> None:
-    """Until every node's double has done kube-router's first full policy sync."""
+    """Until every node's double has done kube-router's first full policy sync, and each
+    DaemonSet running a double says so in its status (every scheduled pod ready, the current
+    generation observed): netiso's detection reads DaemonSet status, which the controller
+    updates only after the pods' readiness, a moment after the sync."""
     def pending() -> list[str]:
         nodes = _node_names(kube)
         doubles = _doubles(kube)
         done = {p["spec"]["nodeName"] for p, c in doubles if _enforcing(kube, p, c)}
         seen = {p["spec"]["nodeName"]: f"{p['metadata']['namespace']}/{p['metadata']['name']}"
                 for p, _c in doubles}
-        return [f"{n}: " + (f"{seen[n]} not synced yet" if n in seen else "no engine double pod")
-                for n in nodes if n not in done]
+        out = [f"{n}: " + (f"{seen[n]} not synced yet" if n in seen else "no engine double pod")
+               for n in nodes if n not in done]
+        owners = {(p["metadata"]["namespace"], o["name"]) for p, _c in doubles
+                  for o in p["metadata"].get("ownerReferences") or []
+                  if o.get("kind") == "DaemonSet"}
+        for namespace, name in sorted(owners):
+            try:
+                ds = kube.get(f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}")
+            except ApiError as exc:
+                if exc.status == 404:  # deleted: its pods are going, and count for nothing
+                    continue
+                raise
+            status = ds.get("status") or {}
+            desired = int(status.get("desiredNumberScheduled") or 0)
+            if (int(status.get("numberReady") or 0) < desired or desired == 0
+                    or int(status.get("observedGeneration") or 0)
+                    < int(ds["metadata"].get("generation") or 0)):
+                out.append(f"daemonset {namespace}/{name}: ready "
+                           f"{status.get('numberReady') or 0}/{desired}")
+        return out
 
     _until("engine doubles enforcing on every node", pending, timeout)
 
