@@ -86,6 +86,15 @@ IDENTITY: tuple[tuple[str, str, str, str], ...] = (
     ("resource_group", "resourceGroup", "--resource-group", "Azure resource group (AKS)."),
 )
 
+# enable, plan and bootstrap: the provider whose cloud turns enforcement on, and its engine.
+ENABLE_PROVIDER_HELP = "Provider: auto (detected from the cluster), eks, gke, aks or generic."
+
+engine: Decorator[Any] = click.option(
+    "--engine", default=None, metavar="ENGINE",
+    help="EKS: calico (default) or vpc-cni (the VPC CNI's own policy agent).",
+)
+
+
 # --- global options ----------------------------------------------------------------------
 
 _OUTPUT = click.Choice([f.value for f in OutputFormat], case_sensitive=False)

@@ -65,13 +65,11 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 def command() -> click.Command:
     @click.command("bootstrap")
     @_options.values
-    @_options.provider(help="Provider: auto (detected from the cluster), eks, gke, aks or "
-                            "generic.")
+    @_options.provider(help=_options.ENABLE_PROVIDER_HELP)
     @_options.namespace()
     @_options.selector()
     @_options.force
-    @click.option("--engine", default=None, metavar="ENGINE",
-                  help="EKS: calico (default) or vpc-cni (the VPC CNI's own policy agent).")
+    @_options.engine
     @_options.dry_run("Detect and plan, show the calls and the apply's server-side dry run; "
                       "change nothing.")
     @click.option("--skip-verify", is_flag=True, default=False,

@@ -74,11 +74,9 @@ def _table(data: dict[str, Any]) -> Any:
 
 def command() -> click.Command:
     @click.command("enable")
-    @_options.provider(help="Provider: auto (detected from the cluster), eks, gke, aks or "
-                            "generic.")
+    @_options.provider(help=_options.ENABLE_PROVIDER_HELP)
     @_options.force
-    @click.option("--engine", default=None, metavar="ENGINE",
-                  help="EKS: calico (default) or vpc-cni (the VPC CNI's own policy agent).")
+    @_options.engine
     @_options.dry_run("Show every cloud call and object enable would make, and make none.")
     @click.option("--timeout", type=click.FloatRange(min=1), default=1800.0, show_default=True,
                   metavar="SECONDS", help="How long to wait for each cloud operation and for "

@@ -80,13 +80,11 @@ def table(data: dict[str, Any]) -> Any:
 def command() -> click.Command:
     @click.command("plan")
     @_options.values
-    @_options.provider(help="Provider: auto (detected from the cluster), eks, gke, aks or "
-                            "generic.")
+    @_options.provider(help=_options.ENABLE_PROVIDER_HELP)
     @_options.namespace()
     @_options.selector()
     @_options.force
-    @click.option("--engine", default=None, metavar="ENGINE",
-                  help="EKS: calico (default) or vpc-cni (the VPC CNI's own policy agent).")
+    @_options.engine
     @click.pass_context
     def plan(ctx: click.Context, /, values: Path | None, provider: str,
              namespace: tuple[str, ...], selector: str | None, force: bool,

@@ -423,6 +423,16 @@ class ClusterSideOnly:
 
         return profile(self.name)
 
+    def evidence(self, facts: ClusterFacts) -> list[Signal]:
+        raise NotImplementedError
+
+    def describe(self, facts: ClusterFacts) -> EnforcementState:
+        """The engines any cluster may run (Calico, Cilium, kube-router: generic's evidence)
+        beside this provider's own (its managed engine's DaemonSet)."""
+        from netiso.providers.generic import PROVIDER as GENERIC
+
+        return state_from([*GENERIC.evidence(facts), *self.evidence(facts)])
+
     def _not_yet(self, what: str) -> NotImplementedYet:
         return NotImplementedYet(f"{what} --provider {self.name.value} ({self.issue})")
 

@@ -50,10 +50,8 @@ from netiso.providers.base import (
     node_signals,
     own_options,
     settings_present,
-    state_from,
     workload_signals,
 )
-from netiso.providers.generic import PROVIDER as GENERIC
 
 if TYPE_CHECKING:
     from netiso.providers.aks.cloud import Arm, ManagedCluster
@@ -108,9 +106,6 @@ class Aks(ClusterSideOnly):
             if len(parts) == 4 and parts[0].upper() == "MC" and parts[3].lower() == region:
                 out.update(resourceGroup=parts[1], clusterName=parts[2])
         return out
-
-    def describe(self, facts: ClusterFacts) -> EnforcementState:
-        return state_from([*GENERIC.evidence(facts), *self.evidence(facts)])
 
     # --- the cloud side ----------------------------------------------------------------------
 

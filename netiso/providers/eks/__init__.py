@@ -56,10 +56,8 @@ from netiso.providers.base import (
     node_signals,
     own_options,
     settings_present,
-    state_from,
     workload_signals,
 )
-from netiso.providers.generic import PROVIDER as GENERIC
 
 if TYPE_CHECKING:
     from netiso.kube import Kube
@@ -171,9 +169,6 @@ class Eks(ClusterSideOnly):
         if name:
             out["clusterName"] = name
         return out
-
-    def describe(self, facts: ClusterFacts) -> EnforcementState:
-        return state_from([*GENERIC.evidence(facts), *self.evidence(facts)])
 
     # --- the cloud's view (detect) -----------------------------------------------------------
 

@@ -41,10 +41,8 @@ from netiso.providers.base import (
     node_signals,
     own_options,
     settings_present,
-    state_from,
     workload_signals,
 )
-from netiso.providers.generic import PROVIDER as GENERIC
 from netiso.providers.gke import plan as gke_plan
 
 if TYPE_CHECKING:
@@ -110,9 +108,6 @@ class Gke(ClusterSideOnly):
         if region:
             out["region"] = region
         return out
-
-    def describe(self, facts: ClusterFacts) -> EnforcementState:
-        return state_from([*GENERIC.evidence(facts), *self.evidence(facts)])
 
     # --- the cloud side ----------------------------------------------------------------------
 
