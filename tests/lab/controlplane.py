@@ -15,6 +15,10 @@ Choices that shape the lab (each visible to netiso, so each mirrors a real clust
   node namespaces reach it like a real cluster's endpoint, and nothing listens on an uplink.
   Authorization is Node,RBAC; admission is the default chain plus NodeRestriction (no plugin in
   the default chain needs a component the lab lacks).
+* kube-apiserver reaches the cluster network (pods behind aggregated APIs, kubelets) the way its
+  egress selector provides for, through a CONNECT proxy on a Unix socket that lives in a fabric
+  host (network.py, egress_proxy.py): the root namespace keeps no route to pods. The aggregation
+  layer has its own front-proxy CA (pki.py), so Calico's API server can serve projectcalico.org/v3.
 * kube-controller-manager runs every default controller without leader election (one replica,
   and election would add 15 s to a cold start); nodes get fixed podCIDRs from the node agent, so
   ``--allocate-node-cidrs=false``.
@@ -79,6 +83,10 @@ class Paths:
     @property
     def admin_kubeconfig(self) -> Path:
         return self.root / "admin.kubeconfig"
+
+    @property
+    def egress_selector(self) -> Path:
+        return self.root / "egress-selector.yaml"
 
     def kubeconfig(self, component: str) -> Path:
         return self.root / f"{component}.kubeconfig"
@@ -381,6 +389,22 @@ def _etcd_argv() -> list[str]:
     ]
 
 
+def egress_selector_config(socket_path: Path) -> str:
+    """kube-apiserver's EgressSelectorConfiguration: `cluster` traffic through the lab's CONNECT
+    proxy (tests/lab/egress_proxy.py), the rest direct."""
+    return (
+        "apiVersion: apiserver.k8s.io/v1beta1\n"
+        "kind: EgressSelectorConfiguration\n"
+        "egressSelections:\n"
+        "- name: cluster\n"
+        "  connection:\n"
+        "    proxyProtocol: HTTPConnect\n"
+        "    transport:\n"
+        "      uds:\n"
+        f"        udsName: {socket_path}\n"
+    )
+
+
 def _apiserver_argv(pk: pki.Pki) -> list[str]:
     return [
         str(build.binary("kube-apiserver")),
@@ -398,6 +422,20 @@ def _apiserver_argv(pk: pki.Pki) -> list[str]:
         f"--service-account-key-file={pk.sa_pub}",
         f"--service-account-signing-key-file={pk.sa_key}",
         "--allow-privileged=true",
+        # The aggregation layer, set up as kubeadm does, for Calico's API server
+        # (projectcalico.org/v3): the front-proxy identity it presents, the CA and name the
+        # aggregated server trusts the user headers from, and routing to the Service's endpoint
+        # (a pod IP, dialled through the egress selector) rather than its ClusterIP, since the
+        # lab has no kube-proxy for arbitrary Services.
+        f"--requestheader-client-ca-file={pk.front_proxy_ca_cert}",
+        f"--requestheader-allowed-names={pki.FRONT_PROXY_CLIENT}",
+        "--requestheader-username-headers=X-Remote-User",
+        "--requestheader-group-headers=X-Remote-Group",
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+        f"--proxy-client-cert-file={pk.cert(pki.FRONT_PROXY_CLIENT)}",
+        f"--proxy-client-key-file={pk.key(pki.FRONT_PROXY_CLIENT)}",
+        "--enable-aggregator-routing=true",
+        f"--egress-selector-config-file={paths().egress_selector}",
         "--profiling=false",
         "--event-ttl=30m",
         # The lab's apiserver is restarted often; draining for the default 0 s is what we want,
@@ -439,6 +477,7 @@ def up(*, timeout: float = 90.0) -> None:
     p.root.mkdir(parents=True, exist_ok=True)
     pk = pki.ensure(p.pki)
     _write_kubeconfigs(pk)
+    p.egress_selector.write_text(egress_selector_config(network.egress_socket()))
 
     if running("etcd") is None:
         if not port_free("127.0.0.1", ETCD_CLIENT_PORT):

@@ -5,10 +5,12 @@ its node netns, so the listening socket is created there: a short-lived thread e
 (setns is per thread), creates and binds the socket, and the socket stays in that netns after
 the thread is gone; the agent's other threads never change namespace.
 
-Who may ask: the API server connects from 10.250.0.1 (the root end of the fabric). Requests
-from any other address are refused, so a lab pod (which can reach its node's IP) cannot read
-other pods' logs. A client certificate signed by the lab CA is verified when one is presented;
-the API server sends none unless it is started with --kubelet-client-certificate.
+Who may ask: the API server, whose connections to kubelets go through its egress selector and
+so arrive from the egress host, 10.250.0.2 (network.py, egress_proxy.py). Requests from any
+other address are refused, so a lab pod (which can reach its node's IP, and cannot take another
+address: no CAP_NET_ADMIN) cannot read other pods' logs. A client certificate signed by the lab
+CA is verified when one is presented; the API server sends none unless it is started with
+--kubelet-client-certificate.
 
 Served: GET /containerLogs/<ns>/<pod>/<container> (follow, tailLines, previous, limitBytes,
 timestamps ignored) and /healthz. exec/attach/port-forward answer 501 with a message naming
@@ -130,7 +132,7 @@ class _Server(ThreadingHTTPServer):
     context: ssl.SSLContext
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        if client_address[0] != network.API_IP:
+        if client_address[0] != network.EGRESS_HOST_IP:
             request.close()
             return
         try:

@@ -5,8 +5,9 @@ Topology (tests/lab/README.md describes the whole lab):
     root ns  nlab-root 10.250.0.1/24 ──┐
                                        │ br0 in netns netiso-fabric (10.250.0.0/24)
     netiso-node-N eth0 10.250.0.1N ────┤   ip_forward=1, /32 route per local pod,
-    netiso-meta   eth0 10.250.0.254 ───┘   other nodes' pod CIDRs via their fabric IP
+    netiso-meta   eth0 10.250.0.254 ───┤   other nodes' pod CIDRs via their fabric IP
                   lo 169.254.169.254, 169.254.170.23 (HTTP :80, metadata_server.py)
+    netiso-egress eth0 10.250.0.2 ─────┘   the API server's CONNECT proxy (egress_proxy.py)
     netiso-pod-<uid8> eth0 <pod IP>/32 ── veth ── node netns (routed, no bridge, like Calico)
 
 Design decisions:
@@ -20,7 +21,10 @@ Design decisions:
   LAB_ROUTE_PROTO, so they are recognisably ours) for the pod and Service CIDRs, and for the fabric
   /24 under its connected route, so a root process dialling a pod or ClusterIP fails at once
   instead of leaking the packet to the uplink's default gateway. Pods reach the API server
-  (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back.
+  (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back. The
+  API server reaches pods and kubelets (aggregated APIs, logs, exec) only through its egress
+  selector: HTTP CONNECT over a Unix socket to egress_proxy.py in `netiso-egress`, a fabric
+  host that dials the pod and fabric ranges and nothing else.
   169.254.x.x gets nothing in root: the host may use 169.254.169.254 for its own cloud metadata,
   and the lab's link-local addresses live only in the meta and node namespaces.
 - `up` refuses to start when the host already routes any lab range (another cluster, a VPN): the
@@ -73,6 +77,7 @@ FABRIC_CIDR = "10.250.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/16"
 META_HOST_IP = "10.250.0.254"
+EGRESS_HOST_IP = "10.250.0.2"
 METADATA_IPS = ("169.254.169.254", "169.254.170.23")
 POD_ROUTES = (
     CLUSTER_CIDR,
@@ -94,6 +99,7 @@ LAB_ROUTE_METRIC = "4242"
 
 FABRIC_NS = "netiso-fabric"
 META_NS = "netiso-meta"
+EGRESS_NS = "netiso-egress"
 NETNS_PREFIX = "netiso-"
 POD_NS_PREFIX = "netiso-pod-"
 ROOT_LINK = "nlab-root"
@@ -743,6 +749,7 @@ def up(nodes: Sequence[NodeSpec]) -> None:
     for node in nodes:
         _up_node(node, nodes)
     _up_meta(nodes)
+    _up_egress(nodes)
 
 
 def _attach_to_fabric(netns: str, ip: str) -> None:
@@ -814,33 +821,48 @@ def _up_meta(nodes: Sequence[NodeSpec]) -> None:
     lines = [f"addr replace {ip}/32 dev lo" for ip in METADATA_IPS]
     lines += [f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes]
     _ip_batch(lines, META_NS)
-    pidfile = state_dir() / "metadata.pid"
+    args: list[str] = []
+    for ip in (META_HOST_IP, *METADATA_IPS):
+        args += ["--address", ip]
+    _start_host_process("metadata", META_NS, "metadata_server.py", args)
+
+
+def egress_socket() -> Path:
+    """The Unix socket of the API server's egress proxy (egress_proxy.py)."""
+    return state_dir() / "egress.sock"
+
+
+def _up_egress(nodes: Sequence[NodeSpec]) -> None:
+    # The control plane's host on the fabric (see egress_proxy.py): routes to every pod CIDR via
+    # its node, like the metadata host, and nothing else.
+    _add_netns(EGRESS_NS)
+    _sysctl(EGRESS_NS, "net.ipv6.conf.all.disable_ipv6", "1")
+    _attach_to_fabric(EGRESS_NS, EGRESS_HOST_IP)
+    _ip_batch([f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes], EGRESS_NS)
+    args = ["--socket", str(egress_socket())]
+    for cidr in (CLUSTER_CIDR, FABRIC_CIDR):
+        args += ["--allow", cidr]
+    _start_host_process("egress", EGRESS_NS, "egress_proxy.py", args)
+
+
+def _start_host_process(role: str, netns: str, script: str, args: list[str]) -> None:
+    """Start one of the lab's stdlib servers in ``netns`` (once); wait for its pidfile."""
+    pidfile = state_dir() / f"{role}.pid"
     if _pid_alive(pidfile):
         return
     state_dir().mkdir(parents=True, exist_ok=True)
     (state_dir() / "logs").mkdir(exist_ok=True)
-    server = Path(__file__).with_name("metadata_server.py")
-    argv = [
-        "ip",
-        "netns",
-        "exec",
-        META_NS,
-        sys.executable,
-        "-I",
-        str(server),
-        "--pidfile",
-        str(pidfile),
-    ]
-    for ip in (META_HOST_IP, *METADATA_IPS):
-        argv += ["--address", ip]
-    with open(state_dir() / "logs" / "metadata.log", "ab") as log:
+    server = Path(__file__).with_name(script)
+    argv = ["ip", "netns", "exec", netns, sys.executable, "-I", str(server),
+            "--pidfile", str(pidfile), *args]
+    with open(state_dir() / "logs" / f"{role}.log", "ab") as log:
         subprocess.Popen(
             argv,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            env=marked_env("metadata"),
+            env=marked_env(role),
         )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -848,7 +870,7 @@ def _up_meta(nodes: Sequence[NodeSpec]) -> None:
             return
         time.sleep(0.05)
     raise LabNetworkError(
-        f"metadata server did not start; see {state_dir() / 'logs' / 'metadata.log'}"
+        f"{role} server did not start; see {state_dir() / 'logs' / f'{role}.log'}"
     )
 
 
@@ -1199,7 +1221,8 @@ def down() -> None:
         for entry in NETNS_ETC.iterdir():
             if entry.name.startswith(NETNS_PREFIX):
                 shutil.rmtree(entry, ignore_errors=True)
-    (state_dir() / "metadata.pid").unlink(missing_ok=True)
+    for leftover in ("metadata.pid", "egress.pid", egress_socket().name):
+        (state_dir() / leftover).unlink(missing_ok=True)
     # Last: until every lab link and process is gone, root keeps its unreachable routes.
     _run([IP, "-4", "route", "flush", "table", "main", "proto", LAB_ROUTE_PROTO], check=False)
 

@@ -1,6 +1,7 @@
 """The lab's certificates and keys, made with ``cryptography``.
 
-One CA signs everything: the apiserver's serving certificate and the client certificates of the
+One CA signs everything but the aggregation layer's front-proxy client (its own CA, as kubeadm
+does): the apiserver's serving certificate and the client certificates of the
 admin (O=system:masters), kube-controller-manager (CN=system:kube-controller-manager, the identity
 its default RBAC bootstrap roles are bound to) and kube-router. A separate key pair signs
 ServiceAccount tokens. ECDSA P-256 throughout: generating it is instant, and both Go's TLS stack
@@ -35,6 +36,7 @@ API_SANS_DNS = (
 )
 API_SANS_IP = ("10.250.0.1", "127.0.0.1", "10.96.0.1")
 _VALIDITY = dt.timedelta(days=3650)
+FRONT_PROXY_CLIENT = "front-proxy-client"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,14 @@ class Pki:
     @property
     def ca_key(self) -> Path:
         return self.dir / "ca.key"
+
+    @property
+    def front_proxy_ca_cert(self) -> Path:
+        return self.dir / "front-proxy-ca.crt"
+
+    @property
+    def front_proxy_ca_key(self) -> Path:
+        return self.dir / "front-proxy-ca.key"
 
     @property
     def sa_key(self) -> Path:
@@ -89,9 +99,12 @@ def _name(cn: str, orgs: tuple[str, ...] = ()) -> x509.Name:
     return x509.Name(attrs)
 
 
-def _load_ca(pki: Pki) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    cert = x509.load_pem_x509_certificate(pki.ca_cert.read_bytes())
-    key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+def _load_ca(pki: Pki, front_proxy: bool = False) -> tuple[x509.Certificate,
+                                                          ec.EllipticCurvePrivateKey]:
+    cert_path, key_path = ((pki.front_proxy_ca_cert, pki.front_proxy_ca_key) if front_proxy
+                           else (pki.ca_cert, pki.ca_key))
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     return cert, key
 
@@ -104,8 +117,9 @@ def _sign(
     server: bool,
     dns: tuple[str, ...] = (),
     ips: tuple[str, ...] = (),
+    front_proxy: bool = False,
 ) -> x509.Certificate:
-    ca_cert, ca_key = _load_ca(pki)
+    ca_cert, ca_key = _load_ca(pki, front_proxy)
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -138,11 +152,13 @@ def _sign(
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def _ensure_ca(pki: Pki) -> None:
-    if pki.ca_cert.is_file() and pki.ca_key.is_file():
+def _ensure_ca(pki: Pki, front_proxy: bool = False) -> None:
+    cert_path, key_path = ((pki.front_proxy_ca_cert, pki.front_proxy_ca_key) if front_proxy
+                           else (pki.ca_cert, pki.ca_key))
+    if cert_path.is_file() and key_path.is_file():
         return
     key = _new_key()
-    name = _name("netiso-lab-ca")
+    name = _name("netiso-lab-front-proxy-ca" if front_proxy else "netiso-lab-ca")
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -164,18 +180,20 @@ def _ensure_ca(pki: Pki) -> None:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(pki.ca_key, _key_pem(key))
-    _write(pki.ca_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(key_path, _key_pem(key))
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def _ensure_leaf(
-    pki: Pki, name: str, cn: str, orgs: tuple[str, ...] = (), *, server: bool = False
+    pki: Pki, name: str, cn: str, orgs: tuple[str, ...] = (), *, server: bool = False,
+    front_proxy: bool = False,
 ) -> None:
     if pki.cert(name).is_file() and pki.key(name).is_file():
         return
     key = _new_key()
     cert = _sign(pki, _name(cn, orgs), key, server=server,
-                 dns=API_SANS_DNS if server else (), ips=API_SANS_IP if server else ())
+                 dns=API_SANS_DNS if server else (), ips=API_SANS_IP if server else (),
+                 front_proxy=front_proxy)
     _write(pki.key(name), _key_pem(key))
     _write(pki.cert(name), cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
@@ -191,6 +209,12 @@ def ensure(directory: Path) -> Pki:
     # kube-router gets its own identity and an RBAC binding (controlplane.py): a test for
     # "enforcement without admin rights" must not be masked by a system:masters cert.
     _ensure_leaf(pki, "kube-router", "system:kube-router")
+    # The aggregation layer's own trust chain, as kubeadm sets it up: the API server presents
+    # front-proxy-client when it proxies to an aggregated API server (Calico's), which trusts the
+    # user headers only from a certificate of this CA with that name (the requestheader flags in
+    # controlplane.py, published in kube-system/extension-apiserver-authentication).
+    _ensure_ca(pki, front_proxy=True)
+    _ensure_leaf(pki, FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT, front_proxy=True)
     if not (pki.sa_key.is_file() and pki.sa_pub.is_file()):
         key = _new_key()
         pub = key.public_key().public_bytes(
