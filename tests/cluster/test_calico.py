@@ -47,6 +47,12 @@ spec:
     type: AmazonVPC
   calicoNetwork:
     bgp: Disabled
+---
+apiVersion: operator.tigera.io/v1
+kind: APIServer
+metadata:
+  name: default
+spec: {}
 """
 # An Installation the real operator rejects: the AmazonVPC CNI on another provider. The words are
 # the operator's own (pkg/controller/installation/validation.go), which TigeraStatus must carry.
@@ -58,12 +64,12 @@ RESTORE_PATCH = '{"spec":{"kubernetesProvider":"EKS"}}'
 REJECTION = ("Invalid Installation provided: spec.kubernetesProvider GKE is not compatible with "
              "spec.cni.type AmazonVPC")
 PORT = 8080
-# The operator's tiers controller (pkg/controller/tiers) creates Calico's default tiers through the
-# projectcalico.org/v3 API, which the Calico API server serves; an Installation alone (what
-# netiso's EKS path creates, and what this issue installs) has no APIServer resource, so the real
-# operator keeps TigeraStatus "tiers" Degraded with these words, whatever the lab does. The tests
-# assert that state instead of hiding it.
-TIERS_WAITING = "Waiting for Tigera API server to be ready"
+# The TigeraStatus objects of an Installation plus an APIServer. The operator's tiers controller
+# (pkg/controller/tiers) creates Calico's tiers through projectcalico.org/v3, which only Calico's
+# aggregated API server serves: without the APIServer resource the real operator keeps "tiers"
+# Degraded ("Waiting for Tigera API server to be ready") on any cluster, so the install here is
+# the upstream one (custom-resources.yaml has both resources) and every status must be Available.
+STATUSES = {"apiserver", "calico", "ippools", "tiers"}
 # The release's own files (the shared directory's README pins them).
 MANIFEST_SHA256 = {
     "operator-crds.yaml": "192f8b2d934ef24b62e86b7e1a6e1762d1c8af26a916f78057bc13fa5ed60f71",
@@ -199,12 +205,12 @@ def _tigera_statuses(lab: LabClient) -> dict[str, dict[str, dict[str, str]]]:
 
 
 def _all_available(lab: LabClient) -> dict[str, dict[str, dict[str, str]]] | None:
-    """Every TigeraStatus Available=True, except "tiers" (see TIERS_WAITING); None until then."""
+    """Every TigeraStatus (at least STATUSES) Available=True; None until then."""
     statuses = _tigera_statuses(lab)
-    if "calico" not in statuses:
+    if not set(statuses) >= STATUSES:
         return None
-    for name, conditions in statuses.items():
-        if name != "tiers" and conditions.get("Available", {}).get("status") != "True":
+    for conditions in statuses.values():
+        if conditions.get("Available", {}).get("status") != "True":
             return None
     return statuses
 
@@ -253,14 +259,17 @@ def test_operator_installs_calico_and_felix_enforces(
     eks.kubectl("create", "-f", str(MANIFESTS / "tigera-operator.yaml"), timeout=120)
     eks.kubectl("create", "-f", "-", input=INSTALLATION)
     started = time.monotonic()
-    statuses = _wait("every TigeraStatus but tiers Available=True",
+    statuses = _wait("every TigeraStatus Available=True",
                      lambda: _all_available(eks), 180, interval=2,
                      detail=lambda: _calico_state(eks))
     print(f"TigeraStatus {sorted(statuses)} Available after {time.monotonic() - started:.0f} s")
-    assert {"calico", "ippools"} <= set(statuses), statuses
-    tiers = statuses.get("tiers", {})
-    assert tiers.get("Degraded", {}).get("status") == "True", tiers
-    assert tiers["Degraded"].get("message") == TIERS_WAITING, tiers
+    for name, conditions in statuses.items():
+        assert conditions.get("Degraded", {}).get("status") != "True", (name, conditions)
+    # "tiers" Available means the operator wrote its tier through projectcalico.org/v3: the lab's
+    # API server proxied to Calico's (aggregation, through its egress selector to the pod IP).
+    tiers = _kubectl_json(eks, "get", "tiers.projectcalico.org")
+    assert tiers is not None, "projectcalico.org/v3 is not served"
+    assert {"default", "calico-system"} <= {t["metadata"]["name"] for t in tiers["items"]}, tiers
     # The default-deny from the previous test is in place; now felix enforces it, on each node.
     for pair in both:
         _until_connect(eks, ns, pair, False, 60, "by the default-deny under Calico")
@@ -285,20 +294,22 @@ def test_installation_the_operator_rejects_is_degraded(
     assert condition.get("message") == REJECTION, condition
     assert condition.get("reason") == "InvalidConfigurationError", condition
     eks.kubectl("patch", "installation", "default", "--type=merge", "-p", RESTORE_PATCH)
-    _wait("every TigeraStatus but tiers Available=True again", lambda: _all_available(eks), 180,
+    _wait("every TigeraStatus Available=True again", lambda: _all_available(eks), 180,
           interval=2, detail=lambda: _calico_state(eks))
 
 
 def test_deleting_the_installation_removes_calico_but_felix_rules_stay(
     eks: LabClient, pairs: tuple[str, list[Pair]]
 ) -> None:
-    """Deleting the Installation removes calico-system's workloads; felix's rules do not go.
+    """Deleting the Installation (and the APIServer, as upstream's uninstall deletes both)
+    removes calico-system's workloads; felix's rules do not go.
 
     Felix never removes its iptables chains when it stops (calico-node's preStop `-shutdown`
     only records a timestamp and node conditions), so on a real node, as here, the chains it
     programmed keep enforcing the last policies it saw until the node is rebooted or replaced.
     The issue expected enforcement to go away with the Installation; the real components say
-    otherwise, and this test pins what they do.
+    otherwise, and this test pins what they do, then replaces the nodes' felix state as a node
+    replacement would, after which enforcement is gone.
     """
     ns, both = pairs
     assert _workloads(eks), "needs the Installation of the previous tests"
@@ -306,11 +317,17 @@ def test_deleting_the_installation_removes_calico_but_felix_rules_stay(
         eks.networking.delete_namespaced_network_policy(f"allow-{pair.server}", ns)
     for pair in both:
         _until_connect(eks, ns, pair, False, 60, "by the default-deny alone")
-    eks.kubectl("delete", "installation", "default", timeout=120)
+    eks.kubectl("delete", "apiserver.operator.tigera.io,installation.operator.tigera.io",
+                "default", timeout=180)
     _wait("calico-system's DaemonSets, Deployments and pods gone",
           lambda: not _workloads(eks), 180, interval=2,
           detail=lambda: f"left: {_workloads(eks)}")
     assert not _calico_node_processes(), "calico-node still runs after its pods are gone"
+    # An aggregated API left behind without its server breaks discovery, and with it namespace
+    # deletion (NamespaceDeletionDiscoveryFailure): the APIServer's objects must go with it.
+    _wait("APIService v3.projectcalico.org gone",
+          lambda: _kubectl_json(eks, "get", "apiservice", "v3.projectcalico.org") is None, 120,
+          interval=2)
     for node in eks.spec.nodes:
         rules = subprocess.run(["ip", "netns", "exec", node.netns, "iptables-save"],
                                capture_output=True, text=True, check=True, timeout=30).stdout
@@ -319,6 +336,11 @@ def test_deleting_the_installation_removes_calico_but_felix_rules_stay(
     for pair in both:
         assert not _connects(eks, ns, pair), (
             f"{pair.client} -> {pair.server}: felix's rules stopped blocking without felix")
+    # What clears them on EKS: the nodes replaced (or rebooted), as Calico's uninstall guide
+    # says. Then enforcement is gone: the same default-deny blocks nothing.
+    eks.replace_nodes_felix_state()
+    for pair in both:
+        _until_connect(eks, ns, pair, True, 30, "with felix's rules gone with the nodes")
 
 
 def _calico_node_processes() -> list[str]:

@@ -8,15 +8,17 @@ the lab; ``--engine vpc-cni`` ends in the lab's double of AWS's policy agent
 Order and cleanup (this file runs in the same session and lab as test_calico.py, after it):
 
 1. the module's ``fresh`` fixture makes the lab look like an EKS cluster Calico never ran on:
-   test_calico.py leaves the CRDs and the operator (it deletes only the Installation) and felix's
-   iptables chains and ipsets in both node netns (felix never removes them: that test pins it).
+   test_calico.py leaves the CRDs and the operator (it deletes the Installation and APIServer)
+   and felix's iptables chains and ipsets in both node netns (felix never removes them: that test
+   pins it).
    The fixture deletes the operator's objects and CRDs, then removes felix's chains and ipsets
    from each node netns, as replacing the nodes would. It also adds a ClusterRole aws-node like
    EKS's (the lab has the DaemonSet only), so the guide's patch runs against a real object;
 2. refusals, the checksum mismatch, AccessDenied and the dry run, each checked to change nothing
    (the server's call log and the cluster);
-3. the Calico install, verify, the no-op second run, a Degraded operator, the vpc-cni refusal
-   while Calico runs;
+3. the Calico install, verify, the no-op second run, ``--calico-apiserver`` on top (Calico's
+   aggregated API, every TigeraStatus Available), a Degraded operator, the vpc-cni refusal while
+   Calico runs;
 4. Calico removed again the same way as in 1 (``fresh`` once more), then ``--engine vpc-cni``:
    UPDATE_FAILED, then the update that turns the lab's policy agent on, and verify.
 """
@@ -181,6 +183,7 @@ def snapshot(lab: LabClient) -> dict[str, Any]:
         "aws-node": rv("daemonset", "aws-node", "-n", "kube-system"),
         "aws-node-role": rv("clusterrole", "aws-node"),
         "installation": rv("installation.operator.tigera.io", "default"),
+        "apiserver": rv("apiserver.operator.tigera.io", "default"),
         "operator": rv("deployment", "tigera-operator", "-n", "tigera-operator"),
     }
 
@@ -196,25 +199,12 @@ def _calico_workloads(lab: LabClient) -> list[str]:
     return [p["metadata"]["name"] for p in pods["items"]]
 
 
-def _netns(netns: str, *argv: str, stdin: str | None = None) -> str:
-    return subprocess.run(["ip", "netns", "exec", netns, *argv], input=stdin, text=True,
-                          capture_output=True, check=True, timeout=60).stdout
-
-
-def _remove_felix_state(lab: LabClient) -> None:
-    """Felix's chains, rules and ipsets out of each node netns, as a replaced node has none."""
-    for node in lab.spec.nodes:
-        saved = _netns(node.netns, "iptables-save")
-        kept = "\n".join(line for line in saved.splitlines() if "cali" not in line) + "\n"
-        _netns(node.netns, "iptables-restore", stdin=kept)
-        for name in _netns(node.netns, "ipset", "list", "-n").split():
-            if name.startswith("cali"):
-                _netns(node.netns, "ipset", "destroy", name)
-        assert "cali" not in _netns(node.netns, "iptables-save"), node.name
-
-
 def make_fresh(lab: LabClient) -> None:
     """The lab as an EKS cluster Calico never ran on (see the module notes, step 1)."""
+    # The APIServer first: the operator holds the Installation (a finalizer) until the API
+    # server's pods are gone, and they go only with the APIServer.
+    lab.kubectl("delete", "apiserver.operator.tigera.io", "default", "--ignore-not-found",
+                "--wait=true", check=False, timeout=180)
     lab.kubectl("delete", "installation.operator.tigera.io", "default", "--ignore-not-found",
                 "--wait=true", check=False, timeout=180)
     _wait("calico-system's pods gone", lambda: not _calico_workloads(lab), 180, 2)
@@ -225,7 +215,7 @@ def make_fresh(lab: LabClient) -> None:
     _wait("namespaces calico-system and tigera-operator gone",
           lambda: not {"calico-system", "tigera-operator"} & set(snapshot(lab)["namespaces"]),
           180, 2)
-    _remove_felix_state(lab)
+    lab.replace_nodes_felix_state()
     lab.kubectl("set", "env", "daemonset/aws-node", "-n", "kube-system", "-c", "aws-node",
                 "ANNOTATE_POD_IP-", check=False)
     lab.kubectl("delete", "clusterrole", "aws-node", "--ignore-not-found", check=False)
@@ -380,6 +370,41 @@ def test_enable_calico_then_verify_passes_and_second_run_is_a_no_op(
     before = snapshot(fresh)
     server.clear_calls()
     again = enable(fresh, server, kubeconfig=enable_identity)
+    assert again.returncode == 0, again.stderr
+    assert "already enforcing (calico): nothing to do" in again.stderr
+    _no_mutation(server)
+    assert snapshot(fresh) == before
+
+
+def _tigera_available(lab: LabClient) -> dict[str, bool]:
+    listing = _json(lab, "get", "tigerastatus") or {"items": []}
+    return {item["metadata"]["name"]: any(
+        c.get("type") == "Available" and c.get("status") == "True"
+        for c in (item.get("status") or {}).get("conditions") or [])
+        for item in listing["items"]}
+
+
+def test_calico_apiserver_serves_the_v3_api_and_every_status_is_available(
+        fresh: LabClient, server: EksServer, enable_identity: Path) -> None:
+    # On the Calico the previous test installed: only the APIServer and the wait are left to do.
+    assert _tigera_available(fresh).get("tiers") is False, _tigera_available(fresh)
+    proc = enable(fresh, server, "--calico-apiserver", "-o", "json", kubeconfig=enable_identity)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert [s["name"] for s in doc["steps"] if s["ran"]] == ["calico-apiserver",
+                                                             "wait-tigerastatus"], doc
+    assert "--calico-apiserver" not in " ".join(doc.get("warnings") or []), doc
+    statuses = _tigera_available(fresh)
+    assert {"apiserver", "calico", "ippools", "tiers"} <= set(statuses), statuses
+    assert all(statuses.values()), statuses
+    # tiers Available: the operator wrote its tier through Calico's aggregated API.
+    tiers = _json(fresh, "get", "tiers.projectcalico.org")
+    assert tiers is not None and "calico-system" in {
+        t["metadata"]["name"] for t in tiers["items"]}, tiers
+
+    before = snapshot(fresh)
+    server.clear_calls()
+    again = enable(fresh, server, "--calico-apiserver", kubeconfig=enable_identity)
     assert again.returncode == 0, again.stderr
     assert "already enforcing (calico): nothing to do" in again.stderr
     _no_mutation(server)

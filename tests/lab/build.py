@@ -13,13 +13,13 @@ instead of silently reusing it, and a cache restored by CI is reused as is. Bina
 are built by ONE ``go build`` so shared packages compile once; ``-p 2`` because the machine has two
 cores and the apiserver's link step alone needs several GiB.
 
-Calico (the Tigera operator and calico-node, calico-typha, kube-controllers) is built from the
-upstream tag archives in the project's shared directory (``../shared/sources`` beside the checkout,
-or ``$NETISO_SHARED_DIR/sources``), because the Go module proxy refuses both trees at these
-versions (the operator's nested ``api`` module, the Calico monorepo); every other dependency comes
-from the proxy as usual. Each archive's sha256 is checked against ``SOURCES`` before it is
-unpacked into ``<cache>/src/`` (never into the repository), and the trees get exactly the two
-additions upstream's own build makes:
+Calico (the Tigera operator and calico-node, calico-typha, kube-controllers, the API server) is
+built from the upstream tag archives in the project's shared directory (``../shared/sources``
+beside the checkout, or ``$NETISO_SHARED_DIR/sources``), because the Go module proxy refuses both
+trees at these versions (the operator's nested ``api`` module, the Calico monorepo); every other
+dependency comes from the proxy as usual. Each archive's sha256 is checked against ``SOURCES``
+before it is unpacked into ``<cache>/src/`` (never into the repository), and the trees get
+exactly the two additions upstream's own build makes:
 
 * the operator embeds four Istio chart archives (``pkg/render/istio/*.tgz``) that its Makefile
   downloads at build time and git does not carry; empty gzip files satisfy ``go:embed``, and
@@ -158,19 +158,28 @@ BINARIES: dict[str, Binary] = {
         Binary("operator", TIGERA_OPERATOR_VERSION, Path("."), "./cmd/main.go",
                (f"-X github.com/tigera/operator/version.VERSION={TIGERA_OPERATOR_VERSION}",),
                source="tigera-operator", tags="osusergo,netgo"),
+        # Every Calico binary with cgo, in calico-node's one `go build` (calico-node needs cgo
+        # for libbpf; CGO_ENABLED changes the build of `net` and everything above it, so the
+        # others built without cgo would compile the whole Kubernetes client stack a second
+        # time: most of a cold build's time).
         Binary("calico-node", _CALICO_BUILD_VERSION, Path("."), "./node/cmd/calico-node",
                _CALICO_LDFLAGS, source="calico", cgo=True),
         Binary("calico-typha", _CALICO_BUILD_VERSION, Path("."), "./typha/cmd/calico-typha",
-               _CALICO_LDFLAGS, source="calico"),
+               _CALICO_LDFLAGS, source="calico", cgo=True),
         Binary("kube-controllers", _CALICO_BUILD_VERSION, Path("."),
-               "./kube-controllers/cmd/kube-controllers", _CALICO_LDFLAGS, source="calico"),
+               "./kube-controllers/cmd/kube-controllers", _CALICO_LDFLAGS, source="calico",
+               cgo=True),
         # The kube-controllers image's probes run /usr/bin/check-status; its entrypoint is
         # /usr/bin/wrapper (restarts kube-controllers when it exits with 129).
         Binary("check-status", _CALICO_BUILD_VERSION, Path("."),
                "./kube-controllers/cmd/check-status",
-               _CALICO_LDFLAGS, source="calico"),
+               _CALICO_LDFLAGS, source="calico", cgo=True),
         Binary("cmdwrapper", _CALICO_BUILD_VERSION, Path("."), "./kube-controllers/cmd/wrapper",
-               _CALICO_LDFLAGS, source="calico"),
+               _CALICO_LDFLAGS, source="calico", cgo=True),
+        # The calico/apiserver image's /code/apiserver: the aggregated API server that serves
+        # projectcalico.org/v3, which the operator's tiers controller needs (APIServer resource).
+        Binary("calico-apiserver", _CALICO_BUILD_VERSION, Path("."), "./apiserver/cmd/apiserver",
+               _CALICO_LDFLAGS, source="calico", cgo=True),
     )
 }
 

@@ -217,6 +217,24 @@ class LabClient:
             lab.set_enforcement(enabled, spec=lab.load_spec() or self.spec,
                                 log=lambda _text: None)
 
+    def replace_nodes_felix_state(self) -> None:
+        """Felix's chains, rules and ipsets out of each node netns, as replacing (or rebooting)
+        the nodes clears them: felix never removes them itself, and Calico's uninstall guide
+        has the nodes replaced or rebooted after the Installation is deleted."""
+        def netns(name: str, *argv: str, stdin: str | None = None) -> str:
+            return subprocess.run(["ip", "netns", "exec", name, *argv], input=stdin, text=True,
+                                  capture_output=True, check=True, timeout=60).stdout
+
+        for node in self.spec.nodes:
+            saved = netns(node.netns, "iptables-save")
+            kept = "\n".join(line for line in saved.splitlines() if "cali" not in line) + "\n"
+            netns(node.netns, "iptables-restore", stdin=kept)
+            for name in netns(node.netns, "ipset", "list", "-n").split():
+                if name.startswith("cali"):
+                    netns(node.netns, "ipset", "destroy", name)
+            left = netns(node.netns, "iptables-save")
+            assert "cali" not in left, f"{node.name}: felix's rules left: {left}"
+
     @contextlib.contextmanager
     def enforcement(self, enabled: bool) -> Iterator[None]:
         """Run a block with enforcement on/off, restoring the previous state afterwards."""

@@ -24,12 +24,14 @@ a program already on this machine, with the image's entrypoint/cmd semantics kep
   `quay.io/calico/node` (its image's `start_runit`: `calico-node -startup`, the one-shot tunnel
   address allocation, then `-node-services` and `-felix` kept running as runit would, see
   CALICO_NODE_START), `quay.io/calico/typha` and `quay.io/calico/kube-controllers` (behind the
-  image's `wrapper`, which restarts it on exit code 129). What each image's Dockerfile sets
-  besides the binary is kept: the image's absolute paths that probes and hooks exec
-  (`/bin/calico-node -felix-ready`, `/usr/bin/check-status -r`) map to the built binaries, and the
-  config files the images ship (`/etc/calico/felix.cfg`, `/etc/calico/typha.cfg`: no log file,
-  no syslog) become the equivalent environment defaults, since the lab's containers see the
-  host's filesystem. A tag other than the built version is unknown.
+  image's `wrapper`, which restarts it on exit code 129), and `quay.io/calico/apiserver` (the
+  aggregated API server behind an `APIServer` resource, its image's `/code/apiserver`). What
+  each image's Dockerfile sets besides the binary is kept: the image's absolute paths that
+  probes and hooks exec (`/bin/calico-node -felix-ready`, `/usr/bin/check-status -r`) map to the
+  built binaries, and the config files the images ship (`/etc/calico/felix.cfg`,
+  `/etc/calico/typha.cfg`: no log file, no syslog) become the equivalent environment defaults,
+  since the lab's containers see the host's filesystem. A tag other than the built version
+  is unknown.
 - Calico's storage helpers, which have nothing to do with policy, are no-op stand-ins: the
   flexvol driver installer (`quay.io/calico/pod2daemon-flexvol`, an init container that copies a
   driver onto the host) exits 0 at once, and the CSI node driver and its registrar
@@ -435,6 +437,7 @@ CALICO_IMAGES: dict[str, tuple[str, str]] = {
     "quay.io/calico/node": (build.CALICO_VERSION, "node"),
     "quay.io/calico/typha": (build.CALICO_VERSION, "typha"),
     "quay.io/calico/kube-controllers": (build.CALICO_VERSION, "kube-controllers"),
+    "quay.io/calico/apiserver": (build.CALICO_VERSION, "apiserver"),
     "quay.io/calico/pod2daemon-flexvol": (build.CALICO_VERSION, "no-op-exit"),
     "quay.io/calico/csi": (build.CALICO_VERSION, "no-op-sleep"),
     "quay.io/calico/node-driver-registrar": (build.CALICO_VERSION, "no-op-sleep"),
@@ -445,6 +448,7 @@ _RECIPE_BINARIES = {
     "node": ("calico-node",),
     "typha": ("calico-typha",),
     "kube-controllers": ("kube-controllers", "check-status", "cmdwrapper"),
+    "apiserver": ("calico-apiserver",),
 }
 
 
@@ -492,6 +496,10 @@ def _calico_image(
         node = str(bins["calico-node"])
         start = _write_script(scripts / "start_runit", CALICO_NODE_START)
         return Image(ref, (), (start,), path, files=(("/bin/calico-node", node),))
+    if recipe == "apiserver":
+        # The image's ENTRYPOINT ["/code/apiserver"]; the operator passes only args.
+        apiserver = str(bins["calico-apiserver"])
+        return Image(ref, (apiserver,), (), path, files=(("/code/apiserver", apiserver),))
     if recipe == "typha":
         start = _write_script(scripts / "calico-typha", CALICO_TYPHA_START)
         return Image(ref, (), (start,), path,

@@ -11,7 +11,8 @@ repo="$(cd "$here/../.." && pwd)"
 # safety rules; busybox-static: the program behind busybox images; dnsmasq-base: the lab DNS pod;
 # util-linux (essential, so normally present): nsenter for exec, setpriv to drop pods' capabilities.
 # gcc, make, libc6-dev, libelf-dev, zlib1g-dev, libpcap-dev: calico-node is built with cgo against
-# a static libbpf (tests/lab/build.py); the rest of the lab's binaries are pure Go.
+# a static libbpf, and the other Calico binaries with it (tests/lab/build.py); the rest of the
+# lab's binaries are pure Go.
 packages=(iproute2 iptables ipset conntrack busybox-static dnsmasq-base procps ca-certificates
     util-linux gcc make libc6-dev libelf-dev zlib1g-dev libpcap-dev)
 
