@@ -241,7 +241,7 @@ def _run(kube: Kube, ref: ClusterRef | None, request: Request, result: Bootstrap
             require_consent(plan, request.enable, confirm)
             seam.enable(ctx, plan)
             result.ran = tuple(s.name for s in pending)
-            rep.changed = True
+            rep.changed = any(s.writes for s in pending)
             rep.detail = f"ran {', '.join(result.ran)}"
 
     with step("wait") as rep:

@@ -291,7 +291,8 @@ class Step:
     ``call`` is the request as the cloud or the cluster will see it (an SDK call's name and its
     arguments, or the objects to apply), so a dry run shows exactly what would be sent.
     ``done`` marks a step whose effect already holds (a half-done earlier run): it is shown and
-    skipped, never redone.
+    skipped, never redone. ``writes`` is False for a step that only reads (a wait), so a run
+    that finishes an earlier one's wait does not report a change.
     """
 
     name: str
@@ -299,10 +300,11 @@ class Step:
     disruptive: bool = False  # recreates or reimages nodes: needs consent
     call: Mapping[str, Any] | None = None
     done: bool = False
+    writes: bool = True
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
-                "disruptive": self.disruptive, "done": self.done,
+                "disruptive": self.disruptive, "done": self.done, "writes": self.writes,
                 "call": dict(self.call) if self.call is not None else None}
 
 

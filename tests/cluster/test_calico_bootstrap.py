@@ -114,4 +114,8 @@ def test_a_run_killed_after_enable_is_finished_by_the_next(fresh: LabClient, ser
     assert [(n, steps[n]["done"], steps[n]["ran"]) for n in writes] == [
         (n, True, False) for n in writes]
     assert {n for n, s in steps.items() if s["ran"]} <= {"wait-tigerastatus"}
+    assert [steps[n]["writes"] for n in writes] == [True] * len(writes)
+    assert steps["wait-tigerastatus"]["writes"] is False
+    # Finishing the first run's wait reads only: enable changed nothing this time.
+    assert "enable" not in doc["changed"], doc["changed"]
     assert "apply" in doc["changed"] and doc["verify"]["verdict"] == "passed"

@@ -309,7 +309,7 @@ class Eks(ClusterSideOnly):
                  "--enable-network-policy=true to roll out",
                  call={"wait": "DaemonSet kube-system/aws-node",
                        "until": f"{NODE_AGENT_CONTAINER} --enable-network-policy=true, rolled "
-                                "out"}),
+                                "out"}, writes=False),
         )
         return EnablePlan(Provider.EKS, "aws-network-policy-agent", steps,
                           warnings=tuple(warnings), cloud=view.to_json())
@@ -385,7 +385,7 @@ class Eks(ClusterSideOnly):
                           "none Degraded" + ("" if apiserver else
                                              " (tiers excepted: it needs an APIServer)"),
                           call={"wait": "TigeraStatus", "until": "Available=True, "
-                                "Degraded!=True"}))
+                                "Degraded!=True"}, writes=False))
         if daemonset is None:
             warnings.append("DaemonSet kube-system/aws-node not found: ANNOTATE_POD_IP was not "
                             "set")
