@@ -42,7 +42,7 @@ def view(**over: Any) -> gke_plan.ClusterView:
 
 
 def test_legacy_cluster_plans_addon_then_policy_and_only_the_second_recreates_nodes() -> None:
-    plan = gke_plan.plan(view(node_pools=("default-pool", "spot")), PATH)
+    plan = gke_plan.plan(view(node_pools=("default-pool", "spot")), PATH, engine_ready=False)
     assert [s.name for s in plan.pending] == [gke_plan.ADDON_STEP, gke_plan.POLICY_STEP]
     assert [s.disruptive for s in plan.steps] == [False, True]
     assert plan.needs_consent and plan.already is None and plan.engine == "calico"
@@ -56,32 +56,39 @@ def test_legacy_cluster_plans_addon_then_policy_and_only_the_second_recreates_no
 
 
 def test_addon_on_enforcement_off_resumes_at_step_two() -> None:
-    plan = gke_plan.plan(view(addon=True), PATH)
+    plan = gke_plan.plan(view(addon=True), PATH, engine_ready=False)
     assert [s.name for s in plan.pending] == [gke_plan.POLICY_STEP]
     assert plan.steps[0].done
 
 
 def test_addon_and_enforcement_on_is_already_calico() -> None:
-    plan = gke_plan.plan(view(addon=True, policy=True), PATH)
+    plan = gke_plan.plan(view(addon=True, policy=True), PATH, engine_ready=True)
     assert plan.already == "calico" and not plan.pending
+
+
+def test_enforcement_on_in_gke_with_calico_node_not_ready_waits_instead_of_claiming_it() -> None:
+    plan = gke_plan.plan(view(addon=True, policy=True), PATH, engine_ready=False)
+    assert plan.already is None and not plan.pending and not plan.needs_consent
+    assert all(s.done for s in plan.steps)
+    assert "calico-node is not ready on every node yet" in plan.warnings[0]
 
 
 @pytest.mark.parametrize("over", [{"datapath": "ADVANCED_DATAPATH"},
                                   {"datapath": "ADVANCED_DATAPATH", "autopilot": True}])
 def test_dataplane_v2_and_autopilot_are_already_anetd(over: dict[str, Any]) -> None:
-    plan = gke_plan.plan(view(**over), PATH)
+    plan = gke_plan.plan(view(**over), PATH, engine_ready=False)
     assert plan.already == "anetd" and plan.engine == "anetd" and not plan.steps
 
 
 def test_a_migrating_datapath_is_exit_4_wait_for_the_migration() -> None:
     with pytest.raises(PreconditionFailed, match="MIGRATE_TO_ADVANCED_DATAPATH") as err:
-        gke_plan.plan(view(datapath="MIGRATE_TO_ADVANCED_DATAPATH"), PATH)
+        gke_plan.plan(view(datapath="MIGRATE_TO_ADVANCED_DATAPATH"), PATH, engine_ready=False)
     assert "wait for the migration" in (err.value.hint or "")
 
 
 def test_an_unknown_datapath_is_named_not_taken_for_legacy() -> None:
     with pytest.raises(PreconditionFailed, match="SOMETHING_NEW"):
-        gke_plan.plan(view(datapath="SOMETHING_NEW"), PATH)
+        gke_plan.plan(view(datapath="SOMETHING_NEW"), PATH, engine_ready=False)
 
 
 def test_absent_addon_config_counts_as_off() -> None:

@@ -132,7 +132,9 @@ class Gke(ClusterSideOnly):
         ctx.log(f"GKE cluster {path}: datapath {view.datapath or 'legacy'}, network policy "
                 f"addon {'on' if view.addon_enabled else 'off'}, enforcement "
                 f"{'on' if view.policy_enabled else 'off'}")
-        return gke_plan.plan(view, path)
+        ready = any(e.engine == gke_plan.ENGINE_CALICO and e.daemonset == "kube-system/calico-node"
+                    and e.ready >= e.desired > 0 for e in ctx.state.engines)
+        return gke_plan.plan(view, path, engine_ready=ready)
 
     def credentials_at_hand(self) -> bool:
         # Application Default Credentials without the metadata server (probing it offline is

@@ -181,8 +181,13 @@ def instance_cluster_name(instance: str, node_pool: str) -> str | None:
     return m["cluster"] if m else None
 
 
-def plan(cluster: ClusterView, path: str) -> EnablePlan:
+def plan(cluster: ClusterView, path: str, *, engine_ready: bool) -> EnablePlan:
     """The steps that turn GKE network policy enforcement on for ``cluster`` (at ``path``).
+
+    ``engine_ready``: GKE's calico-node DaemonSet is ready on every node it wants. GKE reports
+    enforcement on as soon as setNetworkPolicy's operation ends, while it is still recreating
+    the node pools; until calico-node runs everywhere the plan has both steps done but is not
+    "already", so enable and bootstrap wait for the nodes instead of claiming enforcement.
 
     Raises PreconditionFailed for a datapath netiso cannot act on (mid-migration, unknown).
     """
@@ -223,6 +228,10 @@ def plan(cluster: ClusterView, path: str) -> EnablePlan:
              done=cluster.policy_enabled and cluster.addon_enabled),
     )
     if cluster.addon_enabled and cluster.policy_enabled:
+        if not engine_ready:
+            return EnablePlan(Provider.GKE, ENGINE_CALICO, steps=steps, cloud=cloud, warnings=(
+                "GKE reports network policy on, but kube-system/calico-node is not ready on "
+                "every node yet (GKE may still be recreating nodes): waiting for it",))
         return EnablePlan(Provider.GKE, ENGINE_CALICO, steps=steps, already=ENGINE_CALICO,
                           cloud=cloud)
     return EnablePlan(Provider.GKE, ENGINE_CALICO, steps=steps, cloud=cloud,
