@@ -160,6 +160,26 @@ def host_unavailable_reason() -> str | None:
     for tool in ("ip", "iptables", "ipset", "busybox", "nsenter", "setpriv"):
         if shutil.which(tool) is None:
             return f"`{tool}` is missing; run `bash tests/lab/setup.sh`"
+    return hidden_from_containers()
+
+
+# Mounted afresh inside every container (network.py's container setup), so a host path under
+# them is not what a container sees there.
+CONTAINER_PRIVATE = (Path("/tmp"), Path("/run"), Path("/dev"))
+
+
+def hidden_from_containers(paths: dict[str, Path] | None = None) -> str | None:
+    """Why a path containers must run programs from is invisible to them, or None."""
+    if paths is None:
+        paths = {"NETISO_LAB_CACHE (the lab's binaries)": build.cache_dir(),
+                 "the checkout (the engine doubles run its tests.lab)": build.REPO_DIR}
+    for what, path in paths.items():
+        resolved = path.resolve()
+        for private in CONTAINER_PRIVATE:
+            if resolved == private or private in resolved.parents:
+                return (f"{what} is {path}, under {private}, which every lab container mounts "
+                        f"privately: its pods could not run the programs there; use a path "
+                        f"outside {', '.join(map(str, CONTAINER_PRIVATE))}")
     return None
 
 
@@ -339,6 +359,9 @@ def _default_sa_exists() -> tuple[bool, str]:
 
 def up(spec: LabSpec | None = None, *, log: Log = _stderr) -> dict[str, float]:
     """Bring the lab up (or complete a partial one). Returns seconds per phase."""
+    hidden = hidden_from_containers()
+    if hidden is not None:
+        raise controlplane.LabError(hidden)
     spec = spec or load_spec() or make_spec()
     running_spec = load_spec()
     timings: dict[str, float] = {}

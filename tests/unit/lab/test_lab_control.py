@@ -79,6 +79,33 @@ def test_pki_serving_cert_names_and_admin_group(tmp_path: Path) -> None:
     ctx.load_cert_chain(str(p.cert("admin")), str(p.key("admin")))
 
 
+def test_front_proxy_client_is_signed_by_its_own_ca_only(tmp_path: Path) -> None:
+    p = pki.ensure(tmp_path)
+    client = _cert(p.cert(pki.FRONT_PROXY_CLIENT))
+    assert client.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == (
+        pki.FRONT_PROXY_CLIENT)
+    front_ca, main_ca = _cert(p.front_proxy_ca_cert), _cert(p.ca_cert)
+    assert client.issuer == front_ca.subject != main_ca.subject
+    client.verify_directly_issued_by(front_ca)
+    with pytest.raises(ValueError):
+        client.verify_directly_issued_by(main_ca)
+    # The cluster CA's clients cannot pose as the aggregation layer, and the other way round.
+    with pytest.raises(ValueError):
+        _cert(p.cert("admin")).verify_directly_issued_by(front_ca)
+
+
+def test_paths_containers_must_see_are_refused_under_their_private_mounts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert lab.hidden_from_containers({"cache": Path("/root/.cache/netiso-lab")}) is None
+    assert lab.hidden_from_containers({"cache": Path("/var/tmp/x")}) is None
+    why = lab.hidden_from_containers({"NETISO_LAB_CACHE": Path("/tmp/cold/lab")})
+    assert why is not None and why.startswith("NETISO_LAB_CACHE is /tmp/cold/lab, under /tmp")
+    assert lab.hidden_from_containers({"checkout": Path("/run")}) is not None
+    monkeypatch.setenv("NETISO_LAB_CACHE", "/tmp/elsewhere")
+    assert "NETISO_LAB_CACHE" in (lab.hidden_from_containers() or "")
+
+
 def test_pki_is_created_once(tmp_path: Path) -> None:
     first = pki.ensure(tmp_path).ca_cert.read_bytes()
     assert pki.ensure(tmp_path).ca_cert.read_bytes() == first
