@@ -4,7 +4,7 @@ A managed control plane reaches pods and kubelets over the cluster's network (EK
 cross-account ENIs in the VPC, GKE and AKS through Konnectivity). The lab's kube-apiserver runs in
 the root namespace, which by design has no route to pods (tests/lab/network.py), so it reaches
 them the way kube-apiserver's own egress selector provides for: `--egress-selector-config-file`
-sends the `cluster` traffic (aggregated API servers such as Calico's, kubelets for logs and exec)
+sends the `cluster` traffic (aggregated API servers such as Calico's, kubelets for logs)
 as HTTP CONNECT through a Unix socket. This process owns that socket and runs inside the
 `netiso-egress` network namespace, a host on the lab's fabric with routes to the pod ranges, so
 the tunnelled connections come from the fabric like a control plane's, pass the nodes' FORWARD

@@ -22,7 +22,7 @@ Design decisions:
   /24 under its connected route, so a root process dialling a pod or ClusterIP fails at once
   instead of leaking the packet to the uplink's default gateway. Pods reach the API server
   (10.250.0.1) through a MASQUERADE in their node netns, because root has no route back. The
-  API server reaches pods and kubelets (aggregated APIs, logs, exec) only through its egress
+  API server reaches pods and kubelets (aggregated APIs, kubelet logs) only through its egress
   selector: HTTP CONNECT over a Unix socket to egress_proxy.py in `netiso-egress`, a fabric
   host that dials the pod and fabric ranges and nothing else.
   169.254.x.x gets nothing in root: the host may use 169.254.169.254 for its own cloud metadata,
@@ -814,13 +814,19 @@ def _up_node(node: NodeSpec, nodes: Sequence[NodeSpec]) -> None:
     )
 
 
+def _up_fabric_host(netns: str, ip: str, nodes: Sequence[NodeSpec],
+                    extra: Sequence[str] = ()) -> None:
+    """A host namespace on the fabric with a route to every node's pod CIDR via that node."""
+    _add_netns(netns)
+    _sysctl(netns, "net.ipv6.conf.all.disable_ipv6", "1")
+    _attach_to_fabric(netns, ip)
+    lines = [*extra, *(f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes)]
+    _ip_batch(lines, netns)
+
+
 def _up_meta(nodes: Sequence[NodeSpec]) -> None:
-    _add_netns(META_NS)
-    _sysctl(META_NS, "net.ipv6.conf.all.disable_ipv6", "1")
-    _attach_to_fabric(META_NS, META_HOST_IP)
-    lines = [f"addr replace {ip}/32 dev lo" for ip in METADATA_IPS]
-    lines += [f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes]
-    _ip_batch(lines, META_NS)
+    _up_fabric_host(META_NS, META_HOST_IP, nodes,
+                    [f"addr replace {ip}/32 dev lo" for ip in METADATA_IPS])
     args: list[str] = []
     for ip in (META_HOST_IP, *METADATA_IPS):
         args += ["--address", ip]
@@ -833,12 +839,8 @@ def egress_socket() -> Path:
 
 
 def _up_egress(nodes: Sequence[NodeSpec]) -> None:
-    # The control plane's host on the fabric (see egress_proxy.py): routes to every pod CIDR via
-    # its node, like the metadata host, and nothing else.
-    _add_netns(EGRESS_NS)
-    _sysctl(EGRESS_NS, "net.ipv6.conf.all.disable_ipv6", "1")
-    _attach_to_fabric(EGRESS_NS, EGRESS_HOST_IP)
-    _ip_batch([f"route replace {n.pod_cidr} via {n.ip} dev eth0" for n in nodes], EGRESS_NS)
+    # The control plane's host on the fabric (see egress_proxy.py).
+    _up_fabric_host(EGRESS_NS, EGRESS_HOST_IP, nodes)
     args = ["--socket", str(egress_socket())]
     for cidr in (CLUSTER_CIDR, FABRIC_CIDR):
         args += ["--allow", cidr]
